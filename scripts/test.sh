@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set-up + lint + the default test suite (CPU, 8 fake devices). Exit code is the result.
+# Extra arguments go to pytest, e.g. ./scripts/test.sh -m slow   or   ./scripts/test.sh tests/losses_test.py
+source "$(dirname "$0")/_setup_env.sh" requirements-test.txt
+echo "[test] ruff check"
+ruff check .
+ruff format --check .
+echo "[test] pytest"
+if [ "$#" -eq 0 ]; then
+  set -- -m "not slow and not gpu"
+fi
+python -m pytest "$@"

@@ -1,0 +1,29 @@
+"""Test configuration: 8 fake CPU devices, float32 matmuls, and the `gpu` marker.
+
+XLA_FLAGS must be set before JAX initialises its backends, so this runs at import time of the
+test session, ahead of any test module importing jax.
+"""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+# Tests compare against float32 references; keep CPU matmuls at full precision.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _has_accelerator() -> bool:
+    return any(d.platform != "cpu" for d in jax.devices())
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_accelerator():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs an accelerator (GPU/TPU)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
