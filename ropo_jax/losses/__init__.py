@@ -1,0 +1,79 @@
+"""Preference losses (SPEC §2), token/sequence log-probs and the loss registry.
+
+Pure ``jax.numpy``: no Flax, no config objects. The public contract of ARCHITECTURE.md:
+``dpo_loss``, ``ropo_loss``, ``noise_aware_loss``, ``cdpo_loss``, ``rdpo_loss``, ``ipo_loss``,
+``hinge_loss`` (four [B] log-prob arrays + keyword hyper-parameters → ``(loss_B, aux)``) and
+``ropo_gradient_weight``.
+"""
+
+from ropo_jax.losses.logprobs import (
+    chunked_token_logps,
+    segment_logps,
+    segment_token_counts,
+    sequence_logps,
+    token_logps,
+    weighted_mean,
+)
+from ropo_jax.losses.pairwise import (
+    HYPERPARAM_RULES,
+    LCPO_BASES,
+    cdpo_loss,
+    dpo_loss,
+    dpo_nll_loss,
+    dr_dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    lcpo_e_step,
+    lcpo_em_loss,
+    lcpo_m_step,
+    noise_aware_loss,
+    pair_statistics,
+    rdpo_loss,
+    ropo_gradient_weight,
+    ropo_loss,
+    ropo_normaliser,
+    simpo_loss,
+)
+from ropo_jax.losses.registry import (
+    LOSSES,
+    LossSpec,
+    PairLogps,
+    get_loss,
+    hyperparams_from,
+    preference_loss,
+    validate_hyperparams,
+)
+
+__all__ = [
+    "HYPERPARAM_RULES",
+    "LCPO_BASES",
+    "LOSSES",
+    "LossSpec",
+    "PairLogps",
+    "cdpo_loss",
+    "chunked_token_logps",
+    "dpo_loss",
+    "dpo_nll_loss",
+    "dr_dpo_loss",
+    "get_loss",
+    "hinge_loss",
+    "hyperparams_from",
+    "ipo_loss",
+    "lcpo_e_step",
+    "lcpo_em_loss",
+    "lcpo_m_step",
+    "noise_aware_loss",
+    "pair_statistics",
+    "preference_loss",
+    "rdpo_loss",
+    "ropo_gradient_weight",
+    "ropo_loss",
+    "ropo_normaliser",
+    "segment_logps",
+    "segment_token_counts",
+    "sequence_logps",
+    "simpo_loss",
+    "token_logps",
+    "validate_hyperparams",
+    "weighted_mean",
+]
