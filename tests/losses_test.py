@@ -722,3 +722,32 @@ def test_trl_sigmoid_has_no_label_smoothing():
     cdpo_B, _ = losses.cdpo_loss(*jax.tree.leaves(logps)[:4], beta=0.1, label_smoothing=0.15)
     np.testing.assert_allclose(trl_loss, float(jnp.mean(dpo_B)), rtol=1e-5)
     assert abs(trl_loss - float(jnp.mean(cdpo_B))) > 1e-3
+
+
+def test_registry_gradient_weight_matches_closed_forms():
+    margin_B = jnp.linspace(-100.0, 100.0, 201)
+    z = 0.1 * margin_B
+    np.testing.assert_allclose(
+        losses.gradient_weight("dpo", margin_B), jax.nn.sigmoid(-z), rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        losses.gradient_weight("ropo", margin_B, alpha=6.0),
+        losses.ropo_gradient_weight(margin_B, beta=0.1, alpha=6.0),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    # cDPO: (1−ε)σ(−z) − εσ(z); rDPO: [(1−ε)σ(−z) + εσ(z)] / (1−2ε).
+    np.testing.assert_allclose(
+        losses.gradient_weight("cdpo", margin_B, label_smoothing=0.1),
+        0.9 * jax.nn.sigmoid(-z) - 0.1 * jax.nn.sigmoid(z),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        losses.gradient_weight("rdpo", margin_B, flip_rate=0.2),
+        (0.8 * jax.nn.sigmoid(-z) + 0.2 * jax.nn.sigmoid(z)) / 0.6,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="not 'simpo'"):
+        losses.gradient_weight("simpo", margin_B, gamma=0.5)

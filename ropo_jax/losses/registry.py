@@ -192,3 +192,28 @@ def preference_loss(name: str, logps: PairLogps, **hparams) -> tuple[jax.Array, 
     return spec.fn(
         logps.policy_chosen, logps.policy_rejected, logps.ref_chosen, logps.ref_rejected, **kwargs
     )
+
+
+def gradient_weight(name: str, margin_B, **hparams) -> jax.Array:
+    """−∂ℓ/∂(βh) of the registered loss at margins h, by autodiff (SPEC §2 "gradient weight").
+
+    The weight a loss gives a pair in the update direction ∇h: DPO's is σ(−βh); ROPO's closed
+    form is ``ropo_gradient_weight``. Defined for losses of the four log-probs alone (not the
+    length-normalised or batch-level ones).
+    """
+    spec = get_loss(name)
+    if spec.extra_inputs or spec.batch_level or not spec.needs_reference:
+        raise ValueError(f"gradient_weight is defined for per-example margin losses, not {name!r}")
+    kwargs = validate_hyperparams(name, hparams)
+    if name == "lcpo_em" and kwargs["base"] != "ropo":
+        kwargs.pop("alpha")
+    kwargs.pop("ipo_average", None)
+    beta = kwargs["beta"]
+
+    def total_loss(margin):
+        zeros = jax.numpy.zeros_like(margin)
+        loss_B, _ = spec.fn(margin, zeros, zeros, zeros, **kwargs)
+        return jax.numpy.sum(loss_B)
+
+    margin_B = jax.numpy.asarray(margin_B, jax.numpy.float32)
+    return -jax.grad(total_loss)(margin_B) / beta

@@ -1,0 +1,27 @@
+"""The quickstart's scripts run end to end and write what the figures read."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
+    )
+
+
+def test_loss_table_and_gradient_weight_figure(tmp_path):
+    table = _run("scripts/loss_table.py", f"--out_dir={tmp_path}")
+    assert "ROPO (α=14)" in table.stdout
+    with open(tmp_path / "loss_table.json") as f:
+        data = json.load(f)
+    ropo = data["curves"]["ROPO (α=14)"]
+    assert max(ropo["grid_weight"]) <= 1.0 + 1e-6
+    assert abs(data["curves"]["DPO"]["table_loss"][3] - 0.6931) < 1e-3  # βh = 0 → log 2
+    out = tmp_path / "gradient_weights.png"
+    _run("scripts/figures/gradient_weights.py", f"--run_dir={tmp_path}", f"--out={out}")
+    assert out.stat().st_size > 10_000
