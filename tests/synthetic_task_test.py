@@ -1,0 +1,50 @@
+"""The synthetic task's gold reward, generators and tokenizer."""
+
+import itertools
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from ropo_jax.synthetic import task, tokenizer
+
+CONFIG = task.TaskConfig()
+
+
+def test_gold_reward_grades_quality_and_length():
+    prompt = task.Prompt(topic=1, length=4)
+    assert task.gold_reward(CONFIG, prompt, "g1_0 g1_1 g1_2 g1_3") == 1.0  # the optimum
+    assert task.gold_reward(CONFIG, prompt, "g1_0 g1_1 g1_2 f0") == 0.75
+    assert task.gold_reward(CONFIG, prompt, "g1_0 g1_1 g1_2 bad1") == 0.5
+    assert task.gold_reward(CONFIG, prompt, "g1_0 g1_1 g1_2 g0_0") == pytest.approx(0.6875)
+    # Longer than asked: same mean quality, penalised by λ·|8−4|/4.
+    assert task.gold_reward(CONFIG, prompt, " ".join(["g1_0"] * 8)) == pytest.approx(0.5)
+    assert task.gold_reward(CONFIG, prompt.text, "") == -1.5
+    with pytest.raises(ValueError, match="not a task prompt"):
+        task.gold_reward(CONFIG, "write a poem", "g1_0")
+
+
+def test_generator_quality_orders_mean_gold_reward():
+    rng = np.random.default_rng(0)
+    prompts = task.sample_prompts(CONFIG, rng, 400)
+    means = []
+    for quality in (0.1, 0.4, 0.7, 1.0):
+        rewards = [
+            task.gold_reward(CONFIG, p, task.generate_response(CONFIG, p, quality, rng))
+            for p in prompts
+        ]
+        means.append(np.mean(rewards))
+    assert all(a < b for a, b in itertools.pairwise(means)), means
+    assert means[-1] == 1.0
+
+
+def test_tokenizer_saves_and_loads_with_exact_word_ids(tmp_path):
+    tokenizer.save_tokenizer(CONFIG, str(tmp_path))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path))
+    vocab = task.vocabulary(CONFIG)
+    ids = loaded("topic T1 length 4", add_special_tokens=False).input_ids
+    assert [vocab[i] for i in ids] == ["topic", "T1", "length", "4"]
+    assert loaded.bos_token_id == 1 and loaded.eos_token_id == 2 and loaded.pad_token_id == 0
+    assert loaded.decode(loaded("g1_2 f3 bad0").input_ids) == "g1_2 f3 bad0"
+    assert loaded("zzz").input_ids == [vocab.index("<unk>")]
+    assert len(loaded) == len(vocab) <= 64
