@@ -1,6 +1,7 @@
 """The synthetic task's gold reward, generators and tokenizer."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -48,3 +49,20 @@ def test_tokenizer_saves_and_loads_with_exact_word_ids(tmp_path):
     assert loaded.decode(loaded("g1_2 f3 bad0").input_ids) == "g1_2 f3 bad0"
     assert loaded("zzz").input_ids == [vocab.index("<unk>")]
     assert len(loaded) == len(vocab) <= 64
+
+
+def test_dataset_is_deterministic_and_gold_labelled(tmp_path):
+    from ropo_jax.synthetic import dataset
+
+    data = dataset.DataConfig(num_sft=20, num_train_pairs=50, num_test_pairs=10, num_eval_prompts=5)
+    summary = dataset.write_dataset(str(tmp_path / "a"), CONFIG, data, seed=3)
+    dataset.write_dataset(str(tmp_path / "b"), CONFIG, data, seed=3)
+    for name in ("train.jsonl", "test.jsonl", "sft.jsonl", "eval_prompts.jsonl"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    rows = [json.loads(line) for line in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["train_pairs"] == 50
+    assert len({r["id"] for r in rows}) == 50
+    for r in rows:
+        assert r["score_chosen"] > r["score_rejected"]
+        assert r["score_chosen"] == task.gold_reward(CONFIG, r["prompt"], r["chosen"])
+        assert r["source_chosen"] in dataset.SOURCES
