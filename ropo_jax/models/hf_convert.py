@@ -1,0 +1,283 @@
+"""Hugging Face safetensors checkpoints ↔ ropo_jax parameters, through one declarative table.
+
+Each row names a HF tensor (``{i}`` = layer index), the parameter path, and the reshape between
+HF's ``[out, in]`` Linear layout and ours (``[in, heads, head_dim]`` etc.). Loading streams one
+parameter at a time: a stacked [L, ...] host array is filled tensor by tensor from the
+safetensors files (memory-mapped) and moved to its target sharding before the next parameter is
+read, so a 7B checkpoint never needs two copies in host memory. Pickled ``.bin`` weights are
+never loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from ropo_jax import sharding as sharding_lib
+from ropo_jax.models.config import ConfigError, ModelConfig, from_hf_config, to_hf_config
+from ropo_jax.models.transformer import init_params, param_logical_axes
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# Buffers some older checkpoints carry that are recomputed, not learned.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match its config or this model, naming the tensors."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRule:
+    hf_name: str
+    path: tuple[str, ...]
+    # HF array → ours, and back; both also get the config (for head counts).
+    to_ours: Callable[[np.ndarray, ModelConfig], np.ndarray]
+    to_hf: Callable[[np.ndarray, ModelConfig], np.ndarray]
+    per_layer: bool = True
+
+
+def _identity(x, c):
+    return x
+
+
+def _transpose(x, c):
+    return x.T
+
+
+def _heads_in(num_heads: Callable[[ModelConfig], int]):
+    """HF [heads·head_dim, D] ↔ ours [D, heads, head_dim]."""
+    return (
+        lambda x, c: x.T.reshape(c.hidden_size, num_heads(c), c.head_dim),
+        lambda x, c: x.reshape(c.hidden_size, num_heads(c) * c.head_dim).T,
+    )
+
+
+def _heads_out():
+    """HF o_proj [D, heads·head_dim] ↔ ours [heads, head_dim, D]."""
+    return (
+        lambda x, c: x.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
+        lambda x, c: x.reshape(c.num_heads * c.head_dim, c.hidden_size).T,
+    )
+
+
+_Q = _heads_in(lambda c: c.num_heads)
+_KV = _heads_in(lambda c: c.num_kv_heads)
+_O = _heads_out()
+_LAYER = "model.layers.{i}."
+TABLE: tuple[TensorRule, ...] = (
+    TensorRule("model.embed_tokens.weight", ("embed", "embedding"), _identity, _identity, False),
+    TensorRule("model.norm.weight", ("final_norm", "scale"), _identity, _identity, False),
+    TensorRule("lm_head.weight", ("lm_head", "kernel"), _transpose, _transpose, False),
+    TensorRule(_LAYER + "self_attn.q_proj.weight", ("layers", "attn", "q"), *_Q),
+    TensorRule(_LAYER + "self_attn.k_proj.weight", ("layers", "attn", "k"), *_KV),
+    TensorRule(_LAYER + "self_attn.v_proj.weight", ("layers", "attn", "v"), *_KV),
+    TensorRule(_LAYER + "self_attn.o_proj.weight", ("layers", "attn", "o"), *_O),
+    TensorRule(_LAYER + "mlp.gate_proj.weight", ("layers", "mlp", "gate"), _transpose, _transpose),
+    TensorRule(_LAYER + "mlp.up_proj.weight", ("layers", "mlp", "up"), _transpose, _transpose),
+    TensorRule(_LAYER + "mlp.down_proj.weight", ("layers", "mlp", "down"), _transpose, _transpose),
+    TensorRule(
+        _LAYER + "input_layernorm.weight", ("layers", "input_norm", "scale"), _identity, _identity
+    ),
+    TensorRule(
+        _LAYER + "post_attention_layernorm.weight",
+        ("layers", "post_attn_norm", "scale"),
+        _identity,
+        _identity,
+    ),
+)
+
+
+def rules_for(config: ModelConfig) -> list[TensorRule]:
+    return [r for r in TABLE if not (config.tie_word_embeddings and r.path[0] == "lm_head")]
+
+
+def hf_shape(rule: TensorRule, config: ModelConfig) -> tuple[int, ...]:
+    """The HF tensor shape a config implies (via the abstract parameter shape)."""
+    ours = _our_shape(rule, config)
+    dummy = np.empty(ours, np.float32)
+    return rule.to_hf(dummy, config).shape
+
+
+def _our_shape(rule: TensorRule, config: ModelConfig) -> tuple[int, ...]:
+    shapes = _abstract_shapes(config)
+    node = shapes
+    for key in rule.path:
+        node = node[key]
+    return node[1:] if rule.per_layer else node
+
+
+@functools.cache
+def _abstract_shapes(config: ModelConfig) -> dict:
+    abstract = jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+    return jax.tree.map(lambda a: tuple(a.shape), abstract)
+
+
+def _weight_map(path: str) -> dict[str, str]:
+    index = os.path.join(path, INDEX_FILE)
+    if os.path.exists(index):
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map")
+        if not weight_map:
+            raise CheckpointError(f"{index} has no 'weight_map'")
+        return {name: os.path.join(path, file) for name, file in weight_map.items()}
+    single = os.path.join(path, SINGLE_FILE)
+    if os.path.exists(single):
+        with safe_open(single, framework="numpy") as f:
+            return dict.fromkeys(f.keys(), single)
+    pickled = [f for f in os.listdir(path) if f.endswith((".bin", ".pt", ".pth"))]
+    hint = (
+        f" Found pickled weights {pickled[:3]}: this project never unpickles checkpoints; convert "
+        "them once with transformers (`model.save_pretrained(dir, safe_serialization=True)`)."
+        if pickled
+        else ""
+    )
+    raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE}.{hint}")
+
+
+def _expected_names(config: ModelConfig) -> dict[str, tuple[TensorRule, int | None]]:
+    names = {}
+    for rule in rules_for(config):
+        if rule.per_layer:
+            for i in range(config.num_layers):
+                names[rule.hf_name.format(i=i)] = (rule, i)
+        else:
+            names[rule.hf_name] = (rule, None)
+    return names
+
+
+def _check_names(path: str, config: ModelConfig, weight_map: dict[str, str]) -> None:
+    expected = set(_expected_names(config))
+    present = {n for n in weight_map if not n.endswith(IGNORED_SUFFIXES)}
+    if config.tie_word_embeddings:
+        present.discard("lm_head.weight")  # tied: the head is the embedding
+    missing, unexpected = sorted(expected - present), sorted(present - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s): {missing[:6]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} tensor(s): {unexpected[:6]}")
+        raise CheckpointError(
+            f"{path}: checkpoint does not match its config.json "
+            f"({config.architecture}, {config.num_layers} layers, tied embeddings="
+            f"{config.tie_word_embeddings}): " + "; ".join(parts)
+        )
+
+
+def load_hf(
+    path: str, *, dtype=jnp.float32, mesh: jax.sharding.Mesh | None = None, **config_overrides
+):
+    """Loads ``config.json`` + safetensors from ``path`` → ``(ModelConfig, params)``.
+
+    With ``mesh`` every parameter is placed directly into its NamedSharding (logical axes via
+    ``ropo_jax.sharding``); otherwise onto the default device.
+    """
+    config = from_hf_config(path, param_dtype=jnp.dtype(dtype).name, **config_overrides)
+    weight_map = _weight_map(path)
+    _check_names(path, config, weight_map)
+    handles: dict[str, object] = {}
+    axes = param_logical_axes(config)
+    params: dict = {}
+    try:
+        for rule in rules_for(config):
+            our_shape = _our_shape(rule, config)
+            expected_hf = hf_shape(rule, config)
+            layers = range(config.num_layers) if rule.per_layer else [None]
+            host = np.empty(
+                ((config.num_layers,) if rule.per_layer else ()) + our_shape, jnp.dtype(dtype)
+            )
+            for i in layers:
+                name = rule.hf_name.format(i=i)
+                file = weight_map[name]
+                if file not in handles:
+                    handles[file] = safe_open(file, framework="numpy").__enter__()
+                tensor = handles[file].get_tensor(name)
+                if tuple(tensor.shape) != expected_hf:
+                    raise CheckpointError(
+                        f"{file}: tensor {name} has shape {tuple(tensor.shape)} but config.json "
+                        f"implies {expected_hf}; the checkpoint and config.json disagree"
+                    )
+                converted = rule.to_ours(tensor, config).astype(host.dtype)
+                if i is None:
+                    host[...] = converted
+                else:
+                    host[i] = converted
+            node = params
+            for key in rule.path[:-1]:
+                node = node.setdefault(key, {})
+            leaf_axes = axes
+            for key in rule.path:
+                leaf_axes = leaf_axes[key]
+            target = sharding_lib.named_sharding(mesh, leaf_axes) if mesh is not None else None
+            node[rule.path[-1]] = jax.device_put(host, target) if target else jnp.asarray(host)
+            del host
+    finally:
+        for handle in handles.values():
+            handle.__exit__(None, None, None)
+    return config, params
+
+
+def save_hf(
+    config: ModelConfig,
+    params: dict,
+    path: str,
+    *,
+    dtype=None,
+    max_shard_bytes: int = 5 * 1024**3,
+) -> None:
+    """Writes ``config.json`` and safetensors (sharded with an index above ``max_shard_bytes``)
+    in the layout transformers loads. ``dtype`` defaults to the parameters' dtype."""
+    os.makedirs(path, exist_ok=True)
+    tensors: dict[str, np.ndarray] = {}
+    for rule in rules_for(config):
+        value = params
+        for key in rule.path:
+            value = value[key]
+        host = np.asarray(jax.device_get(value))
+        if dtype is not None:
+            host = host.astype(jnp.dtype(dtype))
+        if rule.per_layer:
+            for i in range(config.num_layers):
+                tensors[rule.hf_name.format(i=i)] = np.ascontiguousarray(
+                    rule.to_hf(host[i], config)
+                )
+        else:
+            tensors[rule.hf_name] = np.ascontiguousarray(rule.to_hf(host, config))
+    saved_dtype = next(iter(tensors.values())).dtype
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(to_hf_config(config, dtype=jnp.dtype(saved_dtype).name), f, indent=2)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += tensor.nbytes
+    for stale in (SINGLE_FILE, INDEX_FILE):
+        if os.path.exists(os.path.join(path, stale)):
+            os.remove(os.path.join(path, stale))
+    if len(shards) == 1:
+        save_file(shards[0], os.path.join(path, SINGLE_FILE), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for k, shard in enumerate(shards, start=1):
+        file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, os.path.join(path, file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    total = sum(t.nbytes for t in tensors.values())
+    with open(os.path.join(path, INDEX_FILE), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+__all__ = ["TABLE", "CheckpointError", "ConfigError", "load_hf", "save_hf"]

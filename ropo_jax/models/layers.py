@@ -1,0 +1,166 @@
+"""Llama/Mistral decoder layer in Flax NNX: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Every parameter carries its logical axis names as ``logical_axes`` metadata (mapped to mesh axes
+by ``ropo_jax.sharding``). Attention goes through ``jax.nn.dot_product_attention`` with one
+boolean mask combining causality, segments (packing and padding) and the sliding window.
+
+Shape key: B batch, T query length, S key length, D width, N query heads, K kv heads,
+H head dim, F MLP width, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ropo_jax.models.config import ModelConfig
+
+
+def _param(rngs: nnx.Rngs, shape, fan_in: int, logical_axes, dtype) -> nnx.Param:
+    std = 1.0 / math.sqrt(fan_in)
+    value = (jax.random.normal(rngs.params(), shape, jnp.float32) * std).astype(dtype)
+    return nnx.Param(value, logical_axes=logical_axes)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, width: int, eps: float, param_dtype):
+        self.scale = nnx.Param(jnp.ones((width,), param_dtype), logical_axes=("norm",))
+        self.eps = eps
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        # Normalise in float32 (as transformers does), scale in the compute dtype.
+        x32_BTD = x_BTD.astype(jnp.float32)
+        variance_BT1 = jnp.mean(x32_BTD * x32_BTD, axis=-1, keepdims=True)
+        normed_BTD = (x32_BTD * jax.lax.rsqrt(variance_BT1 + self.eps)).astype(x_BTD.dtype)
+        return self.scale.value.astype(x_BTD.dtype) * normed_BTD
+
+
+def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:
+    """θ_i = base^(−2i/H), with Llama-3 (or linear) scaling applied as in transformers."""
+    head_dim = config.head_dim
+    inv_freq = 1.0 / (
+        config.rope_theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    )
+    scaling = config.rope_scaling
+    if scaling is None:
+        return inv_freq
+    if scaling.rope_type == "linear":
+        return inv_freq / scaling.factor
+    old_len = scaling.original_max_position_embeddings
+    low_freq_wavelen = old_len / scaling.low_freq_factor
+    high_freq_wavelen = old_len / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_freq_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return jnp.where(is_medium, smoothed, scaled)
+
+
+def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq_H2: jax.Array) -> jax.Array:
+    """Rotary embedding in the "rotate half" layout of HF checkpoints (no weight permutation)."""
+    angles_BTH2 = positions_BT[..., None].astype(jnp.float32) * inv_freq_H2
+    cos_BT1H = jnp.cos(jnp.concatenate([angles_BTH2, angles_BTH2], -1))[:, :, None, :]
+    sin_BT1H = jnp.sin(jnp.concatenate([angles_BTH2, angles_BTH2], -1))[:, :, None, :]
+    x32_BTNH = x_BTNH.astype(jnp.float32)
+    first, second = jnp.split(x32_BTNH, 2, axis=-1)
+    rotated_BTNH = jnp.concatenate([-second, first], axis=-1)
+    return (x32_BTNH * cos_BT1H + rotated_BTNH * sin_BT1H).astype(x_BTNH.dtype)
+
+
+def attention_mask(
+    query_positions_BT: jax.Array,
+    query_segments_BT: jax.Array,
+    key_positions_BS: jax.Array,
+    key_segments_BS: jax.Array,
+    sliding_window: int | None,
+) -> jax.Array:
+    """[B, 1, T, S] boolean: same nonzero segment, key not after the query, inside the window.
+
+    Positions restart at 0 in every packed segment, so "same segment and key position ≤ query
+    position" is causality within each packed sequence; segment 0 is padding.
+    """
+    q_pos_BT1 = query_positions_BT[:, :, None]
+    k_pos_B1S = key_positions_BS[:, None, :]
+    mask_BTS = (query_segments_BT[:, :, None] == key_segments_BS[:, None, :]) & (
+        key_segments_BS[:, None, :] != 0
+    )
+    mask_BTS &= k_pos_B1S <= q_pos_BT1
+    if sliding_window is not None:
+        mask_BTS &= q_pos_BT1 - k_pos_B1S < sliding_window
+    return mask_BTS[:, None, :, :]
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        pd = jnp.dtype(config.param_dtype)
+        self.q = _param(rngs, (d, n, h), d, ("embed", "heads", "head_dim"), pd)
+        self.k = _param(rngs, (d, k, h), d, ("embed", "kv_heads", "head_dim"), pd)
+        self.v = _param(rngs, (d, k, h), d, ("embed", "kv_heads", "head_dim"), pd)
+        self.o = _param(rngs, (n, h, d), n * h, ("heads", "head_dim", "embed"), pd)
+        self.config = config
+
+    def project_kv(self, x_BTD, positions_BT, inv_freq_H2):
+        dtype = x_BTD.dtype
+        key_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.k.value.astype(dtype))
+        value_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.v.value.astype(dtype))
+        return apply_rope(key_BTKH, positions_BT, inv_freq_H2), value_BTKH
+
+    def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, mask_B1TS):
+        """Attends the queries of ``x_BTD`` to the given keys/values (this call's own, or a
+        KV cache that already holds them)."""
+        dtype = x_BTD.dtype
+        query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q.value.astype(dtype))
+        query_BTNH = apply_rope(query_BTNH, positions_BT, inv_freq_H2)
+        out_BTNH = jax.nn.dot_product_attention(
+            query_BTNH,
+            keys_BSKH.astype(dtype),
+            values_BSKH.astype(dtype),
+            mask=mask_B1TS,
+            implementation=self.config.attention_impl,
+        )
+        return jnp.einsum("btnh,nhd->btd", out_BTNH, self.o.value.astype(dtype))
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, f = config.hidden_size, config.intermediate_size
+        pd = jnp.dtype(config.param_dtype)
+        self.gate = _param(rngs, (d, f), d, ("embed", "mlp"), pd)
+        self.up = _param(rngs, (d, f), d, ("embed", "mlp"), pd)
+        self.down = _param(rngs, (f, d), f, ("mlp", "embed"), pd)
+
+    def __call__(self, x_BTD):
+        dtype = x_BTD.dtype
+        gate_BTF = jnp.einsum("btd,df->btf", x_BTD, self.gate.value.astype(dtype))
+        up_BTF = jnp.einsum("btd,df->btf", x_BTD, self.up.value.astype(dtype))
+        return jnp.einsum(
+            "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down.value.astype(dtype)
+        )
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        pd = jnp.dtype(config.param_dtype)
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pd)
+        self.attn = Attention(config, rngs=rngs)
+        self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pd)
+        self.mlp = MLP(config, rngs=rngs)
+
+    def __call__(self, x_BTD, positions_BT, inv_freq_H2, kv_fn, mask_B1TS):
+        """One pre-norm block. ``kv_fn(keys, values) -> (keys_all, values_all)`` lets the caller
+        splice this call's keys/values into a cache; what it returns is returned too."""
+        normed_BTD = self.input_norm(x_BTD)
+        keys_BTKH, values_BTKH = self.attn.project_kv(normed_BTD, positions_BT, inv_freq_H2)
+        keys_BSKH, values_BSKH = kv_fn(keys_BTKH, values_BTKH)
+        x_BTD = x_BTD + self.attn(
+            normed_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, mask_B1TS
+        )
+        x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
+        return x_BTD, (keys_BSKH, values_BSKH)

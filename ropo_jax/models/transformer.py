@@ -1,0 +1,189 @@
+"""The Llama/Mistral transformer as pure functions of a parameter pytree.
+
+Modules are defined in Flax NNX (``layers.py``); parameters live in a plain nested dict of arrays
+(``nnx.to_pure_dict``) so that optax, Orbax, sharding and the HF converter see ordinary pytrees.
+Layer parameters are stacked on a leading ``layers`` axis and run under ``jax.lax.scan`` (one
+compiled layer for any depth) with a configurable remat policy, or unrolled.
+
+Shape key: B batch, T length, D width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ropo_jax.models.config import ModelConfig
+from ropo_jax.models.layers import (
+    DecoderLayer,
+    RMSNorm,
+    attention_mask,
+    rope_inverse_frequencies,
+)
+
+Params = dict
+
+
+class Embedder(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        value = jax.random.normal(rngs.params(), (config.vocab_size, config.hidden_size))
+        self.embedding = nnx.Param(
+            value.astype(config.param_dtype), logical_axes=("vocab", "embed")
+        )
+
+
+class OutputHead(nnx.Module):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, v = config.hidden_size, config.vocab_size
+        value = jax.random.normal(rngs.params(), (d, v)) / jnp.sqrt(d)
+        self.kernel = nnx.Param(value.astype(config.param_dtype), logical_axes=("embed", "vocab"))
+
+
+def _final_norm(config: ModelConfig) -> RMSNorm:
+    return RMSNorm(config.hidden_size, config.rms_norm_eps, jnp.dtype(config.param_dtype))
+
+
+def _modules(config: ModelConfig, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+    modules = {"embed": Embedder(config, rngs=rngs), "final_norm": _final_norm(config)}
+    if not config.tie_word_embeddings:
+        modules["lm_head"] = OutputHead(config, rngs=rngs)
+    return modules
+
+
+def _bind(make_module, pure: dict) -> nnx.Module:
+    """A module whose parameters are the arrays of ``pure`` (a fresh abstract state per call,
+    so no tracer outlives its trace)."""
+    graphdef, state = nnx.split(nnx.eval_shape(make_module))
+    nnx.replace_by_pure_dict(state, pure)
+    return nnx.merge(graphdef, state)
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Params:
+    """Random parameters (a pure function: jit it with out_shardings for sharded init)."""
+    top_rng, layers_rng = jax.random.split(rng)
+    params = {
+        name: nnx.to_pure_dict(nnx.state(module))
+        for name, module in _modules(config, nnx.Rngs(top_rng)).items()
+    }
+    params["layers"] = jax.vmap(
+        lambda key: nnx.to_pure_dict(nnx.state(DecoderLayer(config, rngs=nnx.Rngs(key))))
+    )(jax.random.split(layers_rng, config.num_layers))
+    return params
+
+
+def _logical_axes_of(make_module) -> dict:
+    state = nnx.state(nnx.eval_shape(make_module))
+    return nnx.to_pure_dict(state, extract_fn=lambda variable: variable.logical_axes)
+
+
+@functools.cache
+def param_logical_axes(config: ModelConfig) -> dict:
+    """Same structure as ``init_params``' output, each leaf a tuple of logical axis names."""
+    axes = {
+        name: _logical_axes_of(lambda name=name: _modules(config, nnx.Rngs(0))[name])
+        for name in _modules_names(config)
+    }
+    layer_axes = _logical_axes_of(lambda: DecoderLayer(config, rngs=nnx.Rngs(0)))
+    axes["layers"] = jax.tree.map(
+        lambda a: ("layers", *a), layer_axes, is_leaf=lambda x: isinstance(x, tuple)
+    )
+    return axes
+
+
+def _modules_names(config: ModelConfig) -> tuple[str, ...]:
+    return ("embed", "final_norm") + (() if config.tie_word_embeddings else ("lm_head",))
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def run_layers(
+    config: ModelConfig, layer_params: dict, x_BTD, positions_BT, mask_B1TS, kv_fn_xs=None
+):
+    """Applies the stacked layers. ``kv_fn_xs = (make_kv_fn, xs)`` threads per-layer inputs
+    (a KV cache slice) through the scan: ``make_kv_fn(x)`` builds that layer's ``kv_fn``.
+    Returns the output activations and the per-layer (keys, values) that the kv_fn returned."""
+    inv_freq_H2 = rope_inverse_frequencies(config)
+    make_kv_fn, per_layer_xs = kv_fn_xs if kv_fn_xs is not None else (None, None)
+
+    def layer_fn(x_BTD, inputs):
+        params_l, extra_l = inputs
+        layer = _bind(lambda: DecoderLayer(config, rngs=nnx.Rngs(0)), params_l)
+        kv_fn = (lambda k, v: (k, v)) if make_kv_fn is None else make_kv_fn(extra_l)
+        return layer(x_BTD, positions_BT, inv_freq_H2, kv_fn, mask_B1TS)
+
+    if config.remat_policy != "none":
+        layer_fn = jax.checkpoint(layer_fn, policy=_REMAT_POLICIES[config.remat_policy])
+    if config.scan_layers:
+        return jax.lax.scan(layer_fn, x_BTD, (layer_params, per_layer_xs))
+    kv_per_layer = []
+    for i in range(config.num_layers):
+        slice_i = jax.tree.map(lambda a, i=i: a[i], (layer_params, per_layer_xs))
+        x_BTD, kv = layer_fn(x_BTD, slice_i)
+        kv_per_layer.append(kv)
+    return x_BTD, jax.tree.map(lambda *xs: jnp.stack(xs), *kv_per_layer)
+
+
+def default_positions_and_segments(tokens_BT, positions_BT, segment_ids_BT):
+    if positions_BT is None:
+        positions_BT = jnp.broadcast_to(jnp.arange(tokens_BT.shape[1]), tokens_BT.shape)
+    if segment_ids_BT is None:
+        segment_ids_BT = jnp.ones_like(tokens_BT)
+    return positions_BT.astype(jnp.int32), segment_ids_BT.astype(jnp.int32)
+
+
+def embed(config: ModelConfig, params: Params, tokens_BT) -> jax.Array:
+    return jnp.take(params["embed"]["embedding"], tokens_BT, axis=0).astype(config.dtype)
+
+
+def final_norm(config: ModelConfig, params: Params, x_BTD) -> jax.Array:
+    return _bind(lambda: _final_norm(config), params["final_norm"])(x_BTD)
+
+
+def hidden_states(
+    config: ModelConfig, params: Params, tokens_BT, *, positions_BT=None, segment_ids_BT=None
+) -> jax.Array:
+    """Final-norm hidden states [B, T, D]; ``forward == hidden_states @ unembedding``.
+
+    ``segment_ids_BT``: 0 marks padding, 1..k the packed sequences of a row; attention stays
+    within a segment and is causal by ``positions_BT`` (which restart per packed sequence).
+    """
+    positions_BT, segment_ids_BT = default_positions_and_segments(
+        tokens_BT, positions_BT, segment_ids_BT
+    )
+    mask_B1TS = attention_mask(
+        positions_BT, segment_ids_BT, positions_BT, segment_ids_BT, config.sliding_window
+    )
+    x_BTD, _ = run_layers(
+        config, params["layers"], embed(config, params, tokens_BT), positions_BT, mask_B1TS
+    )
+    return final_norm(config, params, x_BTD)
+
+
+def unembedding(config: ModelConfig, params: Params) -> jax.Array:
+    """The [D, V] output matrix (the transposed embedding when embeddings are tied)."""
+    if config.tie_word_embeddings:
+        return params["embed"]["embedding"].T
+    return params["lm_head"]["kernel"]
+
+
+def logits_from_hidden(config: ModelConfig, params: Params, hidden_BTD) -> jax.Array:
+    unembed_DV = unembedding(config, params).astype(hidden_BTD.dtype)
+    return jnp.einsum("btd,dv->btv", hidden_BTD, unembed_DV, preferred_element_type=jnp.float32)
+
+
+def forward(
+    config: ModelConfig, params: Params, tokens_BT, *, positions_BT=None, segment_ids_BT=None
+) -> jax.Array:
+    """Logits [B, T, V] in float32 (the public contract of ARCHITECTURE.md)."""
+    hidden_BTD = hidden_states(
+        config, params, tokens_BT, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT
+    )
+    return logits_from_hidden(config, params, hidden_BTD)
