@@ -72,41 +72,59 @@ def logical_to_spec(
     logical_axes: Sequence[str | None],
     mesh: Mesh | None = None,
     rules: dict[str, str | tuple[str, ...] | None] | None = None,
+    shape: Sequence[int] | None = None,
 ) -> PartitionSpec:
     """Maps a tuple of logical axis names to a PartitionSpec over the mesh axes.
 
-    Mesh axes of size 1 (or absent from ``mesh``) are dropped, and a mesh axis is used at most
-    once per spec, so any rule table gives a valid spec on any mesh.
+    Mesh axes of size 1 (or absent from ``mesh``) are dropped, a mesh axis is used at most once
+    per spec, and, given the array ``shape``, a mesh axis that does not divide its dimension is
+    dropped for that dimension (it is replicated, e.g. a vocabulary of 32001 over 8 devices), so
+    any rule table gives a valid spec on any mesh.
     """
     rules = LOGICAL_AXIS_RULES if rules is None else rules
     used: set[str] = set()
     entries = []
-    for name in logical_axes:
+    for dim, name in enumerate(logical_axes):
         if name is not None and name not in rules:
             raise KeyError(f"logical axis {name!r} has no rule in sharding.LOGICAL_AXIS_RULES")
         target = None if name is None else rules[name]
         axes = (target,) if isinstance(target, str) else tuple(target or ())
-        kept = tuple(
-            a
-            for a in axes
-            if a not in used and (mesh is None or (a in mesh.shape and mesh.shape[a] > 1))
-        )
+        kept: tuple[str, ...] = ()
+        for a in axes:
+            if a in used or (mesh is not None and mesh.shape.get(a, 1) <= 1):
+                continue
+            ways = math.prod(mesh.shape[k] for k in (*kept, a)) if mesh is not None else 1
+            if shape is not None and shape[dim] % ways:
+                continue
+            kept = (*kept, a)
         used.update(kept)
         entries.append(None if not kept else kept[0] if len(kept) == 1 else kept)
     return PartitionSpec(*entries)
 
 
-def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
+def named_sharding(
+    mesh: Mesh, logical_axes: Sequence[str | None], shape: Sequence[int] | None = None
+) -> NamedSharding:
     """NamedSharding for an array whose dimensions carry these logical names."""
-    return NamedSharding(mesh, logical_to_spec(logical_axes, mesh))
+    return NamedSharding(mesh, logical_to_spec(logical_axes, mesh, shape=shape))
 
 
-def tree_shardings(mesh: Mesh, logical_axes_tree):
-    """Maps a pytree of logical-axis tuples to a pytree of NamedShardings."""
+def _is_axes(x) -> bool:
+    return isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
+
+
+def tree_shardings(mesh: Mesh, logical_axes_tree, shapes_tree=None):
+    """Maps a pytree of logical-axis tuples to a pytree of NamedShardings. ``shapes_tree`` (the
+    arrays, or ``jax.eval_shape`` of them) lets non-dividing axes fall back to replication."""
+    if shapes_tree is None:
+        return jax.tree.map(
+            lambda axes: named_sharding(mesh, axes), logical_axes_tree, is_leaf=_is_axes
+        )
     return jax.tree.map(
-        lambda axes: named_sharding(mesh, axes),
+        lambda axes, x: named_sharding(mesh, axes, x.shape),
         logical_axes_tree,
-        is_leaf=lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x),
+        shapes_tree,
+        is_leaf=_is_axes,
     )
 
 

@@ -218,7 +218,11 @@ def load_hf(
             leaf_axes = axes
             for key in rule.path:
                 leaf_axes = leaf_axes[key]
-            target = sharding_lib.named_sharding(mesh, leaf_axes) if mesh is not None else None
+            target = (
+                sharding_lib.named_sharding(mesh, leaf_axes, host.shape)
+                if mesh is not None
+                else None
+            )
             node[rule.path[-1]] = jax.device_put(host, target) if target else jnp.asarray(host)
             del host
     finally:

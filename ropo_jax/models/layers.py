@@ -35,7 +35,7 @@ class RMSNorm(nnx.Module):
         x32_BTD = x_BTD.astype(jnp.float32)
         variance_BT1 = jnp.mean(x32_BTD * x32_BTD, axis=-1, keepdims=True)
         normed_BTD = (x32_BTD * jax.lax.rsqrt(variance_BT1 + self.eps)).astype(x_BTD.dtype)
-        return self.scale.value.astype(x_BTD.dtype) * normed_BTD
+        return self.scale[...].astype(x_BTD.dtype) * normed_BTD
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:
@@ -108,15 +108,15 @@ class Attention(nnx.Module):
 
     def project_kv(self, x_BTD, positions_BT, inv_freq_H2):
         dtype = x_BTD.dtype
-        key_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.k.value.astype(dtype))
-        value_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.v.value.astype(dtype))
+        key_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.k[...].astype(dtype))
+        value_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.v[...].astype(dtype))
         return apply_rope(key_BTKH, positions_BT, inv_freq_H2), value_BTKH
 
     def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, mask_B1TS):
         """Attends the queries of ``x_BTD`` to the given keys/values (this call's own, or a
         KV cache that already holds them)."""
         dtype = x_BTD.dtype
-        query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q.value.astype(dtype))
+        query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q[...].astype(dtype))
         query_BTNH = apply_rope(query_BTNH, positions_BT, inv_freq_H2)
         out_BTNH = jax.nn.dot_product_attention(
             query_BTNH,
@@ -125,7 +125,7 @@ class Attention(nnx.Module):
             mask=mask_B1TS,
             implementation=self.config.attention_impl,
         )
-        return jnp.einsum("btnh,nhd->btd", out_BTNH, self.o.value.astype(dtype))
+        return jnp.einsum("btnh,nhd->btd", out_BTNH, self.o[...].astype(dtype))
 
 
 class MLP(nnx.Module):
@@ -138,10 +138,10 @@ class MLP(nnx.Module):
 
     def __call__(self, x_BTD):
         dtype = x_BTD.dtype
-        gate_BTF = jnp.einsum("btd,df->btf", x_BTD, self.gate.value.astype(dtype))
-        up_BTF = jnp.einsum("btd,df->btf", x_BTD, self.up.value.astype(dtype))
+        gate_BTF = jnp.einsum("btd,df->btf", x_BTD, self.gate[...].astype(dtype))
+        up_BTF = jnp.einsum("btd,df->btf", x_BTD, self.up[...].astype(dtype))
         return jnp.einsum(
-            "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down.value.astype(dtype)
+            "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down[...].astype(dtype)
         )
 
 
