@@ -12,90 +12,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
+from transformers import AutoModelForCausalLM
 
 from ropo_jax import models, sharding
+from ropo_jax.models import parity_cases
 
-# float32 on both sides; differences come from summation order only (measured ~2e-7 on logits
-# of magnitude ~1). 1e-4 is the bound the project promises users.
+# float32 on both sides; differences come from summation order only (measured ≤ 5e-7 on
+# logits of magnitude ~1, docs/models.md). 1e-4 is the bound the project promises users.
 PARITY_ATOL = 1e-4
-
-BASE = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2)
-CASES = {
-    "llama_gqa": (LlamaConfig, dict(num_attention_heads=4, num_key_value_heads=2)),
-    "llama_mqa": (LlamaConfig, dict(num_attention_heads=4, num_key_value_heads=1)),
-    "llama_mha_rope_theta": (
-        LlamaConfig,
-        dict(num_attention_heads=4, num_key_value_heads=4, rope_theta=500.0),
-    ),
-    "llama_tied": (
-        LlamaConfig,
-        dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
-    ),
-    "llama3_rope_scaling": (
-        LlamaConfig,
-        dict(
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rope_theta=500000.0,
-            rope_scaling={
-                "rope_type": "llama3",
-                "factor": 8.0,
-                "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 8,
-            },
-        ),
-    ),
-    "llama_explicit_head_dim": (
-        LlamaConfig,
-        dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24),
-    ),
-    "mistral_sliding_window": (
-        MistralConfig,
-        dict(num_attention_heads=4, num_key_value_heads=2, sliding_window=4),
-    ),
-    "mistral_mqa_head_dim": (
-        MistralConfig,
-        dict(num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=None),
-    ),
-}
+CASES = parity_cases.CASES
+_hf_logits = parity_cases.hf_logits
+_batch = parity_cases.padded_batch
 
 
-def _save_hf_model(tmp_dir, config_cls, kwargs, seed=0):
-    torch.manual_seed(seed)
-    hf_config = config_cls(**BASE, **kwargs)
-    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").eval()
-    model.save_pretrained(tmp_dir)
-    return model
-
-
-def _hf_logits(model, tokens_BT, mask_BT, positions_BT=None):
-    with torch.no_grad():
-        out = model(
-            torch.tensor(tokens_BT),
-            attention_mask=torch.tensor(mask_BT),
-            position_ids=None if positions_BT is None else torch.tensor(positions_BT),
-        )
-    return out.logits.float().numpy()
-
-
-def _batch(seed=0, batch=3, length=11):
-    rng = np.random.default_rng(seed)
-    tokens_BT = rng.integers(0, BASE["vocab_size"], size=(batch, length))
-    mask_BT = np.ones((batch, length), np.int64)
-    mask_BT[1, 7:] = 0  # right padding
-    mask_BT[2, 4:] = 0
-    return tokens_BT, mask_BT
+def _save_hf_model(tmp_dir, case):
+    return parity_cases.build_hf_model(tmp_dir, case)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def hf_case(request, tmp_path_factory):
-    config_cls, kwargs = CASES[request.param]
     directory = str(tmp_path_factory.mktemp(request.param))
-    model = _save_hf_model(directory, config_cls, kwargs)
+    model = _save_hf_model(directory, request.param)
     config, params = models.load_hf(directory)
     return request.param, directory, model, config, params
 
@@ -151,7 +89,7 @@ def test_round_trip_through_save_hf(hf_case, tmp_path):
 
 
 def test_sharded_save_writes_an_index_and_reloads(tmp_path):
-    model = _save_hf_model(str(tmp_path / "src"), *CASES["llama_gqa"])
+    model = _save_hf_model(str(tmp_path / "src"), "llama_gqa")
     config, params = models.load_hf(str(tmp_path / "src"))
     out = tmp_path / "sharded"
     models.save_hf(config, params, str(out), max_shard_bytes=40_000)
@@ -286,7 +224,7 @@ def test_sharded_forward_equals_single_device(tiny_params):
 
 
 def test_load_hf_places_parameters_into_the_mesh(tmp_path):
-    _save_hf_model(str(tmp_path), *CASES["llama_gqa"])
+    _save_hf_model(str(tmp_path), "llama_gqa")
     mesh = sharding.make_mesh((1, 4, 2))
     _config, params = models.load_hf(str(tmp_path), mesh=mesh)
     gate = params["layers"]["mlp"]["gate"]  # [L, D, F]: D over fsdp, F over tensor
@@ -296,7 +234,7 @@ def test_load_hf_places_parameters_into_the_mesh(tmp_path):
 
 
 def test_load_hf_casts_to_the_requested_dtype(tmp_path):
-    _save_hf_model(str(tmp_path), *CASES["llama_gqa"])
+    _save_hf_model(str(tmp_path), "llama_gqa")
     config, params = models.load_hf(str(tmp_path), dtype=jnp.bfloat16)
     assert config.param_dtype == "bfloat16"
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
@@ -341,7 +279,7 @@ def test_config_json_4x_and_5x_spellings_agree():
 
 @pytest.fixture()
 def checkpoint(tmp_path):
-    _save_hf_model(str(tmp_path), *CASES["llama_gqa"])
+    _save_hf_model(str(tmp_path), "llama_gqa")
     return tmp_path
 
 
@@ -399,7 +337,7 @@ def test_error_config_and_checkpoint_of_different_depth(checkpoint):
 
 
 def test_error_pickled_weights_are_refused(tmp_path):
-    _save_hf_model(str(tmp_path), *CASES["llama_gqa"])
+    _save_hf_model(str(tmp_path), "llama_gqa")
     os.remove(tmp_path / "model.safetensors")
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(models.CheckpointError, match="never unpickles"):
