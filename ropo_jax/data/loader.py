@@ -1,0 +1,233 @@
+"""Preference batches for training and scoring, through a checkpointable grain iterator.
+
+``make_loader(source, *, batch_size, ...)`` returns a ``grain.DatasetIterator`` over batches in
+the format of :mod:`ropo_jax.data.batching`; ``it.get_state()`` / ``it.set_state(state)`` resume
+exactly at the next batch (save the state with the checkpoint). ``source`` is a prepared directory
+or a :class:`~ropo_jax.data.prepared.PreferenceData` (e.g. a round's kept subset plus its
+rejection-sampled pairs); ``noise`` (SPEC §4) is applied when given, else the data's own
+``is_flipped`` is used.
+
+The batch sequence is a pure function of (data, seed, options), computed the same way on every
+process: epoch ``e`` visits the examples in ``default_rng([seed, e])`` order (or input order when
+``shuffle=False``), cut into global batches of ``batch_size`` pairs; process ``shard_index`` takes
+pairs ``[k·b, (k+1)·b)`` of every global batch with ``b = batch_size / shard_count``. Shapes agree
+across processes because they are derived from the whole global batch. Modes:
+
+- ``padded``: rows of ``max_length``; R = 2b rows;
+- ``bucketed``: within windows of ``bucket_window`` batches the examples are sorted by length
+  before batching (batch order shuffled again), and each batch is padded to the smallest of
+  ``bucket_boundaries`` that fits it — at most ``len(bucket_boundaries)`` shapes;
+- ``packed``: sequences packed first-fit-decreasing into rows of ``max_length``; the row count R is
+  the most any process needs, rounded up to a multiple of ``pack_row_multiple`` (≤ 2b), so there
+  are at most ``2b / pack_row_multiple`` shapes.
+
+With ``drop_remainder=False`` (the default when not shuffling, e.g. scoring every example once)
+the last batch is filled with padding pairs (``example_index`` −1, ``weight`` 0).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import grain
+import numpy as np
+from absl import logging
+
+from ropo_jax.data import batching
+from ropo_jax.data.errors import DataError
+from ropo_jax.data.noise import NoiseConfig, NoiseResult, noise_data
+from ropo_jax.data.prepared import PreferenceData, load_prepared
+
+MODES = ("padded", "bucketed", "packed")
+
+
+def load_preference_data(
+    source: str | PreferenceData, noise: NoiseConfig | None = None
+) -> tuple[PreferenceData, NoiseResult | None]:
+    """The whole data set in memory (token ids per example, ids, ``is_flipped``) with noise
+    applied when ``noise`` is given — what scoring iterates over. Logs the realised flip rate."""
+    data = load_prepared(source) if isinstance(source, str) else source
+    if noise is None:
+        return data, None
+    data, result = noise_data(data, noise)
+    logging.info(
+        "noise %s: %d of %d pairs flipped (realised rate %.4f, expected %.4f)",
+        noise.kind,
+        int(result.is_flipped.sum()),
+        len(data),
+        result.realised_rate,
+        result.expected_rate,
+    )
+    return data, result
+
+
+class BatchPlan:
+    """The deterministic global batch sequence; ``batch(step)`` collates this process's part."""
+
+    def __init__(
+        self,
+        data: PreferenceData,
+        *,
+        batch_size,
+        seed,
+        shuffle,
+        mode,
+        max_length,
+        bucket_boundaries,
+        shard_index,
+        shard_count,
+        drop_remainder,
+        indices,
+        pack_row_multiple,
+        bucket_window,
+    ):
+        if mode not in MODES:
+            raise DataError(f"loader mode {mode!r} is unknown; expected one of {MODES}")
+        if batch_size <= 0 or batch_size % shard_count:
+            raise DataError(
+                f"batch_size={batch_size} must be a positive multiple of the "
+                f"process count {shard_count}"
+            )
+        if not 0 <= shard_index < shard_count:
+            raise DataError(f"shard_index={shard_index} must lie in [0, {shard_count})")
+        self.data = data
+        self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
+        if self.indices.size == 0:
+            raise DataError("the loader has no examples to iterate over")
+        self.batch_size, self.seed, self.shuffle, self.mode = batch_size, seed, shuffle, mode
+        self.local = batch_size // shard_count
+        self.shard_index, self.shard_count = shard_index, shard_count
+        self.drop_remainder = drop_remainder
+        self.pack_row_multiple = max(1, min(pack_row_multiple, 2 * self.local))
+        self.bucket_window = bucket_window
+        longest = int(data.sequence_lengths().max()) if len(data) else 0
+        self.max_length = int(max_length or data.manifest.get("max_length") or longest)
+        if longest > self.max_length:
+            raise DataError(
+                f"the data holds sequences of {longest} tokens, more than "
+                f"max_length={self.max_length}; prepare it with --max_length or "
+                "raise the loader's max_length"
+            )
+        boundaries = sorted(set(bucket_boundaries or ()) | {self.max_length})
+        self.boundaries = [b for b in boundaries if b <= self.max_length]
+        # Longer of the two sequences of each pair, for bucketing.
+        self.pair_lengths = data.sequence_lengths().max(axis=1)
+        n = self.indices.size
+        self.batches_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
+        if self.batches_per_epoch == 0:
+            raise DataError(
+                f"{n} examples make no full batch of {batch_size}; lower batch_size "
+                "or set drop_remainder=False"
+            )
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 — one plan object per loader, few epochs live
+    def epoch(self, epoch: int) -> np.ndarray:
+        """int64 [batches_per_epoch, batch_size] example indices, −1 = padding pair."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.indices) if self.shuffle else self.indices.copy()
+        size = self.batches_per_epoch * self.batch_size
+        order = (
+            order[:size]
+            if self.drop_remainder
+            else np.pad(order, (0, size - order.size), constant_values=-1)
+        )
+        batches = order.reshape(self.batches_per_epoch, self.batch_size)
+        if self.mode == "bucketed":
+            batches = self._bucket(batches, rng)
+        return batches
+
+    def _bucket(self, batches: np.ndarray, rng) -> np.ndarray:
+        out = []
+        for w in range(0, len(batches), self.bucket_window):
+            window = batches[w : w + self.bucket_window].reshape(-1)
+            real = window[window >= 0]
+            real = real[np.argsort(self.pair_lengths[real], kind="stable")]
+            window = np.concatenate([real, window[window < 0]])
+            out.append(window.reshape(-1, self.batch_size))
+        batches = np.concatenate(out)
+        return batches[rng.permutation(len(batches))] if self.shuffle else batches
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        global_batch = self.epoch(step // self.batches_per_epoch)[step % self.batches_per_epoch]
+        real = global_batch[global_batch >= 0]
+        seq_len = self.max_length
+        if self.mode == "bucketed":
+            longest = int(self.pair_lengths[real].max()) if real.size else 1
+            seq_len = next(b for b in self.boundaries if b >= longest)
+        shards = global_batch.reshape(self.shard_count, self.local)
+        num_rows = None
+        if self.mode == "packed":
+            needed = max(self._rows_needed(s) for s in shards)
+            m = self.pack_row_multiple
+            num_rows = min(2 * self.local, -(-needed // m) * m)
+        pairs = [
+            (int(i), *self.data.pair(int(i)), bool(self.data.is_flipped[i]))
+            for i in shards[self.shard_index]
+            if i >= 0
+        ]
+        return batching.collate(
+            pairs,
+            num_pairs=self.local,
+            seq_len=seq_len,
+            pad_id=self.data.pad_id,
+            packed=self.mode == "packed",
+            num_rows=num_rows,
+        )
+
+    def _rows_needed(self, shard: np.ndarray) -> int:
+        real = shard[shard >= 0]
+        lengths = self.data.sequence_lengths()[real].reshape(-1)
+        return max(1, len(batching.pack_rows(lengths, self.max_length)))
+
+
+def make_loader(
+    source: str | PreferenceData,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: int | None = 1,
+    mode: str = "padded",
+    max_length: int | None = None,
+    bucket_boundaries=None,
+    noise: NoiseConfig | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    drop_remainder: bool | None = None,
+    indices=None,
+    pack_row_multiple: int = 8,
+    bucket_window: int = 32,
+    num_threads: int = 2,
+    prefetch: int = 4,
+) -> grain.DatasetIterator:
+    """See the module docstring. ``num_epochs=None`` repeats forever; ``indices`` restricts the
+    loader to those examples (e.g. the kept set of a ROPO round)."""
+    if shard_index is None or shard_count is None:
+        import jax  # only for the process layout; the loader itself is NumPy
+
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    data, _ = load_preference_data(source, noise)
+    plan = BatchPlan(
+        data,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        mode=mode,
+        max_length=max_length,
+        bucket_boundaries=bucket_boundaries,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        drop_remainder=shuffle if drop_remainder is None else drop_remainder,
+        indices=indices,
+        pack_row_multiple=pack_row_multiple,
+        bucket_window=bucket_window,
+    )
+    dataset = (
+        grain.MapDataset.range(plan.batches_per_epoch)
+        .repeat(num_epochs)
+        .map_with_index(lambda step, _: plan.batch(step))
+    )
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    return iter(dataset.to_iter_dataset(options))

@@ -1,0 +1,171 @@
+"""``python -m ropo_jax.data.prepare``: read, validate, tokenize and write a prepared data set.
+
+    python -m ropo_jax.data.prepare --format={jsonl,hh_rlhf,ultrafeedback,alpaca_comparison,tldr}
+        --input=PATH --tokenizer=PATH --output_dir=DIR [--max_length=N --max_prompt_length=N]
+        [--on_error={fail,skip}] [--pairing=...] [--include_cnndm] [--chat_template=FILE]
+
+Exit 0 with a one-line summary (rows read, examples written / truncated / rejected). On bad
+input, exit 2 with ``PATH:LINE: reason`` for the first 20 problems and a count, no traceback;
+``--on_error=skip`` drops the bad rows instead, counts them in the summary and lists them in
+``DIR/skipped.jsonl``. Label noise is not stored: it is applied at load time (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+from tqdm import tqdm
+
+from ropo_jax.data import formats
+from ropo_jax.data.encode import Encoder, Limits
+from ropo_jax.data.errors import DataError, ProblemLog, format_problems
+from ropo_jax.data.formats.alpaca_comparison import PAIRINGS
+from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.data.tokenizer import load_tokenizer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("format", None, list(formats.FORMATS), "Input format (DATA_FORMATS.md).")
+flags.DEFINE_string("input", None, "File, directory, glob or comma-separated list of them.")
+flags.DEFINE_string("tokenizer", None, "Model directory, tokenizer.json or SentencePiece .model.")
+flags.DEFINE_string("output_dir", None, "Where the prepared data set is written.")
+flags.DEFINE_integer("max_length", 1024, "Longest prompt+response sequence, in tokens.")
+flags.DEFINE_integer("max_prompt_length", 512, "Longest prompt, in tokens (cut from the left).")
+flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Stop on bad rows, or skip and list them.")
+flags.DEFINE_enum("pairing", "best_vs_worst", list(PAIRINGS), "alpaca_comparison pairing rule.")
+flags.DEFINE_bool("include_cnndm", False, "tldr: keep CNN/DM rows (left out by default).")
+flags.DEFINE_string("chat_template", None, "Jinja chat template file overriding the tokenizer's.")
+
+
+def prepare(
+    *,
+    format: str,
+    input: str,
+    tokenizer: str,
+    output_dir: str,
+    max_length: int = 1024,
+    max_prompt_length: int = 512,
+    on_error: str = "fail",
+    pairing: str = "best_vs_worst",
+    include_cnndm: bool = False,
+    chat_template: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """The command as a function: returns the summary counts, raises DataError on bad input."""
+    limits = Limits(max_length=max_length, max_prompt_length=max_prompt_length)
+    log = ProblemLog(on_error)
+    tok = load_tokenizer(tokenizer)
+    template = None
+    if chat_template:
+        if not os.path.isfile(chat_template):
+            raise DataError(f"{chat_template}: chat template file not found; fix --chat_template")
+        with open(chat_template, encoding="utf-8") as f:
+            template = f.read()
+    located, ctx = formats.read_examples(
+        format, input, log, pairing=pairing, include_cnndm=include_cnndm
+    )
+    log.raise_if_failed()  # unreadable files: nothing sensible to tokenize
+    encoder = Encoder(tok, limits, chat_template=template)
+    seen: dict[str, str] = {}
+    kept, encoded = [], []
+    for path, line, example in tqdm(located, desc="tokenizing", unit="ex", disable=not progress):
+        if example.id in seen:
+            log.add(path, line, f"duplicate id {example.id!r} (first at {seen[example.id]})")
+            continue
+        seen[example.id] = f"{path}:{line}"
+        try:
+            encoded.append(encoder.encode(example))
+        except ValueError as e:
+            log.add(path, line, str(e))
+            continue
+        kept.append(example)
+    log.raise_if_failed(hint="fix these rows, or pass --on_error=skip to leave them out")
+    if not kept:
+        raise DataError(f"{input}: no usable examples; check --format={format}")
+    truncated = collections.Counter()
+    for e in encoded:
+        for name, cut in zip(("prompt", "chosen", "rejected"), e.truncated, strict=True):
+            truncated[name] += cut
+        truncated["examples"] += any(e.truncated)
+    manifest = {
+        "source_format": format,
+        "input": input,
+        "tokenizer": tokenizer,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
+        "pad_id": tok.pad_id,
+        "vocab_size": tok.vocab_size,
+        "max_length": max_length,
+        "max_prompt_length": max_prompt_length,
+        "summary": {
+            "rows_read": ctx.rows,
+            "examples_written": len(kept),
+            "truncated": dict(truncated),
+            "rejected": len(log),
+            "left_out": dict(ctx.dropped),
+        },
+    }
+    data = PreferenceData.from_token_lists(
+        [x.id for x in kept],
+        [e.prompt for e in encoded],
+        [e.chosen for e in encoded],
+        [e.rejected for e in encoded],
+        manifest=manifest,
+        metadata=[x.metadata for x in kept],
+        original_lengths=np.array([e.original_lengths for e in encoded], dtype=np.int32),
+    )
+    data.save(output_dir)
+    summary = dict(manifest["summary"], problems=[str(p) for p in log.problems])
+    if log.problems:
+        log.write(os.path.join(output_dir, "skipped.jsonl"))
+    return summary
+
+
+def summary_line(summary: dict, output_dir: str) -> str:
+    t = summary["truncated"]
+    line = (
+        f"prepared {output_dir}: {summary['rows_read']} rows read, "
+        f"{summary['examples_written']} examples written, {t.get('examples', 0)} truncated "
+        f"(prompt {t.get('prompt', 0)}, chosen {t.get('chosen', 0)}, "
+        f"rejected {t.get('rejected', 0)}), {summary['rejected']} rejected"
+    )
+    if summary["rejected"]:
+        line += f" (listed in {os.path.join(output_dir, 'skipped.jsonl')})"
+    for reason, count in summary["left_out"].items():
+        line += f", {count} left out ({reason})"
+    return line
+
+
+def main(argv):
+    del argv
+    missing = [n for n in ("format", "input", "tokenizer", "output_dir") if not FLAGS[n].value]
+    if missing:
+        sys.stderr.write(f"error: missing flag(s): {', '.join('--' + m for m in missing)}\n")
+        sys.exit(2)
+    try:
+        summary = prepare(
+            format=FLAGS.format,
+            input=FLAGS.input,
+            tokenizer=FLAGS.tokenizer,
+            output_dir=FLAGS.output_dir,
+            max_length=FLAGS.max_length,
+            max_prompt_length=FLAGS.max_prompt_length,
+            on_error=FLAGS.on_error,
+            pairing=FLAGS.pairing,
+            include_cnndm=FLAGS.include_cnndm,
+            chat_template=FLAGS.chat_template,
+        )
+    except DataError as e:
+        sys.stderr.write(f"{e}\n")
+        sys.exit(2)
+    if summary["problems"]:
+        sys.stderr.write("skipped:\n" + format_problems(summary["problems"]) + "\n")
+    logging.info("prepared data written to %s", FLAGS.output_dir)
+    sys.stdout.write(summary_line(summary, FLAGS.output_dir) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
