@@ -56,7 +56,9 @@ class ProblemLog:
     def __len__(self) -> int:
         return len(self.problems)
 
-    def raise_if_failed(self, hint: str = "") -> None:
+    def raise_if_failed(
+        self, hint: str = "fix these rows, or pass --on_error=skip to leave them out"
+    ) -> None:
         """Raises :class:`DataError` when the run cannot go on under the chosen policy."""
         if self.fatal or (self.problems and self.on_error == "fail"):
             shown = self.problems if self.on_error == "fail" else self.fatal

@@ -82,7 +82,7 @@ def prepare(
             log.add(path, line, str(e))
             continue
         kept.append(example)
-    log.raise_if_failed(hint="fix these rows, or pass --on_error=skip to leave them out")
+    log.raise_if_failed()
     if not kept:
         raise DataError(f"{input}: no usable examples; check --format={format}")
     truncated = collections.Counter()

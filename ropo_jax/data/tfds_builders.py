@@ -20,6 +20,7 @@ import glob
 import json
 import math
 import os
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -70,13 +71,15 @@ class _PreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     """Shared machinery; subclasses set FORMAT, SPLITS (split → globs under manual_dir)."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Normalised preference pairs (id, prompt, chosen, rejected)."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Normalised preference pairs (id, prompt, chosen, rejected)."
+    }
     FORMAT = ""
-    SPLITS: dict[str, tuple[str, ...]] = {}
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {}
     CITATION = ""
     HOMEPAGE = ""
     DESCRIPTION = ""
-    READ_OPTIONS: dict = {}
+    READ_OPTIONS: ClassVar[dict] = {}
 
     # TFDS derives the code path through `importlib_resources` (not installed: a backport it
     # only needs for zipped packages); a plain file path is what it would compute anyway.
@@ -99,7 +102,11 @@ class _PreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         splits = {}
         for split, patterns in self.SPLITS.items():
             files = sorted(
-                {f for p in patterns for f in glob.glob(os.path.join(manual_dir, p), recursive=True)}
+                {
+                    f
+                    for p in patterns
+                    for f in glob.glob(os.path.join(manual_dir, p), recursive=True)
+                }
             )
             if files:
                 splits[split] = self._generate_examples(files, split)
@@ -124,8 +131,10 @@ class _PreferenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
 class HhRlhf(_PreferenceBuilder, skip_registration=True):
     FORMAT = "hh_rlhf"
-    SPLITS = {"train": ("**/train.jsonl.gz", "**/train.jsonl"),
-              "test": ("**/test.jsonl.gz", "**/test.jsonl")}
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("**/train.jsonl.gz", "**/train.jsonl"),
+        "test": ("**/test.jsonl.gz", "**/test.jsonl"),
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download the Anthropic/hh-rlhf files (helpful-base/train.jsonl.gz, ...) into manual_dir, "
         "keeping the subset directories."
@@ -139,8 +148,10 @@ class HhRlhf(_PreferenceBuilder, skip_registration=True):
 
 class UltrafeedbackBinarized(_PreferenceBuilder, skip_registration=True):
     FORMAT = "ultrafeedback"
-    SPLITS = {"train_prefs": ("**/train_prefs*.parquet", "**/train_prefs*.jsonl"),
-              "test_prefs": ("**/test_prefs*.parquet", "**/test_prefs*.jsonl")}
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train_prefs": ("**/train_prefs*.parquet", "**/train_prefs*.jsonl"),
+        "test_prefs": ("**/test_prefs*.parquet", "**/test_prefs*.jsonl"),
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download HuggingFaceH4/ultrafeedback_binarized's data/train_prefs-*.parquet and "
         "data/test_prefs-*.parquet into manual_dir."
@@ -154,8 +165,8 @@ class UltrafeedbackBinarized(_PreferenceBuilder, skip_registration=True):
 
 class AlpacaComparison(_PreferenceBuilder, skip_registration=True):
     FORMAT = "alpaca_comparison"
-    SPLITS = {"train": ("**/comparison_data*.json",)}
-    READ_OPTIONS = {"pairing": "best_vs_worst"}
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("**/comparison_data*.json",)}
+    READ_OPTIONS: ClassVar[dict] = {"pairing": "best_vs_worst"}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download data/comparison_data_v2.json from Instruction-Tuning-with-GPT-4/GPT-4-LLM into "
         "manual_dir."
@@ -170,8 +181,14 @@ class AlpacaComparison(_PreferenceBuilder, skip_registration=True):
 class TldrComparisons(_PreferenceBuilder, skip_registration=True):
     FORMAT = "tldr"
     # The original release marks each row's split; valid1/valid2 are the validation/test sets.
-    SPLITS = {s: ("**/*.json", "**/*.jsonl") for s in ("train", "validation", "test")}
-    ROW_SPLITS = {"train": "train", "validation": "valid1", "test": "valid2"}
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {
+        s: ("**/*.json", "**/*.jsonl") for s in ("train", "validation", "test")
+    }
+    ROW_SPLITS: ClassVar[dict[str, str]] = {
+        "train": "train",
+        "validation": "valid1",
+        "test": "valid2",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Download the openai/summarize-from-feedback 'comparisons' batch files (JSON Lines) into "
         "manual_dir."
@@ -188,7 +205,7 @@ class TldrComparisons(_PreferenceBuilder, skip_registration=True):
 
 class GenericPreferences(_PreferenceBuilder, skip_registration=True):
     FORMAT = "jsonl"
-    SPLITS = {
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {
         s: (f"**/{s}*.jsonl", f"**/{s}*.jsonl.gz", f"**/{s}*.parquet") for s in ("train", "test")
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
