@@ -67,6 +67,9 @@ class Encoder:
             ids = self.tok.encode(self._render(prompt, add_generation_prompt=True))
         bos = self.tok.bos_id
         if bos is None:
+            if not ids:
+                # Without BOS the first response token would have no logit to come from.
+                raise ValueError("empty prompt (the tokenizer has no BOS token to start it)")
             return ids
         while ids[:1] == [bos]:  # a template may render BOS; keep exactly one
             ids = ids[1:]
