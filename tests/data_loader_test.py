@@ -209,7 +209,8 @@ def test_noise_keyed_by_seed_and_id_not_position():
 def test_noise_identical_across_processes():
     code = (
         "import numpy as np, sys; from ropo_jax.data.noise import NoiseConfig, apply_noise;"
-        "r = apply_noise(NoiseConfig('symmetric', 0.25, seed=11), ids=[f'id-{i}' for i in range(500)]);"
+        "ids = [f'id-{i}' for i in range(500)];"
+        "r = apply_noise(NoiseConfig('symmetric', 0.25, seed=11), ids=ids);"
         "sys.stdout.write(''.join('1' if f else '0' for f in r.is_flipped))"
     )
     outputs = set()
@@ -382,7 +383,8 @@ def test_tfds_builders_end_to_end(tmp_path):
 
     alpaca_dir = tmp_path / "alpaca_raw"
     alpaca_dir.mkdir()
-    text = open(os.path.join(FIXTURES, "alpaca_comparison.json"), encoding="utf-8").read()
+    with open(os.path.join(FIXTURES, "alpaca_comparison.json"), encoding="utf-8") as f:
+        text = f.read()
     # The builder stops at bad rows; drop the element with the empty response.
     elements = [
         e for e in json.loads(text) if all(r["response"] for r in e["responses_and_scores"])
