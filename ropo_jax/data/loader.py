@@ -111,8 +111,9 @@ class BatchPlan:
             )
         boundaries = sorted(set(bucket_boundaries or ()) | {self.max_length})
         self.boundaries = [b for b in boundaries if b <= self.max_length]
+        self.sequence_lengths = data.sequence_lengths()
         # Longer of the two sequences of each pair, for bucketing.
-        self.pair_lengths = data.sequence_lengths().max(axis=1)
+        self.pair_lengths = self.sequence_lengths.max(axis=1)
         n = self.indices.size
         self.batches_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
         if self.batches_per_epoch == 0:
@@ -177,7 +178,7 @@ class BatchPlan:
 
     def _rows_needed(self, shard: np.ndarray) -> int:
         real = shard[shard >= 0]
-        lengths = self.data.sequence_lengths()[real].reshape(-1)
+        lengths = self.sequence_lengths[real].reshape(-1)
         return max(1, len(batching.pack_rows(lengths, self.max_length)))
 
 
