@@ -33,6 +33,13 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "vocab": "tensor",
     "layers": None,
     "norm": None,
+    # Activations: the batch is split over (data, fsdp) while weights are split over fsdp, so
+    # XLA gathers weights (FSDP) rather than activations; heads/MLP follow tensor parallelism.
+    "activation_embed": None,
+    "activation_heads": "tensor",
+    "activation_kv_heads": "tensor",
+    "activation_mlp": "tensor",
+    "activation_vocab": "tensor",
 }
 
 
@@ -126,6 +133,16 @@ def tree_shardings(mesh: Mesh, logical_axes_tree, shapes_tree=None):
         shapes_tree,
         is_leaf=_is_axes,
     )
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+    """Pins an activation's sharding by logical axis names when a mesh is set (``jax.set_mesh``,
+    as the training engine does); a no-op otherwise (single device, unit tests)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    spec = logical_to_spec(logical_axes, mesh, shape=x.shape)
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

@@ -111,7 +111,8 @@ def plan(preset: str, layout: str, pairs: int, remat: str, seq_len: int, dtype: 
         donate_argnums=1,
         out_shardings=((param_shardings, opt_shardings), sharding.replicated(mesh)),
     )
-    compiled = step.lower(config, state, batch).compile()
+    with jax.set_mesh(mesh):  # activates the model's activation sharding constraints
+        compiled = step.lower(config, state, batch).compile()
     seconds = time.time() - start
     memory = compiled.memory_analysis()
     gib = 1024**3

@@ -215,8 +215,11 @@ def test_sharded_forward_equals_single_device(tiny_params):
     tokens = jax.random.randint(jax.random.key(7), (4, 9), 0, TINY.vocab_size)
     tokens = jax.device_put(tokens, sharding.batch_sharding(mesh, 2))
     fwd = jax.jit(models.forward, static_argnums=0)
+    with jax.set_mesh(mesh):  # turns on the model's activation sharding constraints
+        sharded_logits = fwd(TINY, sharded_params, tokens)
+    assert sharded_logits.sharding.spec[0] == ("data", "fsdp")  # batch-sharded activations
     np.testing.assert_allclose(
-        fwd(TINY, sharded_params, tokens),
+        sharded_logits,
         models.forward(TINY, tiny_params, np.asarray(tokens)),
         rtol=1e-5,
         atol=1e-5,

@@ -17,6 +17,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ropo_jax.models.config import ModelConfig
+from ropo_jax.sharding import constrain
+
+ACTIVATION_BTD = ("batch", "length", "activation_embed")
 
 
 def _param(rngs: nnx.Rngs, shape, fan_in: int, logical_axes, dtype) -> nnx.Param:
@@ -117,7 +120,10 @@ class Attention(nnx.Module):
         KV cache that already holds them)."""
         dtype = x_BTD.dtype
         query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q[...].astype(dtype))
-        query_BTNH = apply_rope(query_BTNH, positions_BT, inv_freq_H2)
+        query_BTNH = constrain(
+            apply_rope(query_BTNH, positions_BT, inv_freq_H2),
+            ("batch", "length", "activation_heads", None),
+        )
         out_BTNH = jax.nn.dot_product_attention(
             query_BTNH,
             keys_BSKH.astype(dtype),
@@ -140,6 +146,8 @@ class MLP(nnx.Module):
         dtype = x_BTD.dtype
         gate_BTF = jnp.einsum("btd,df->btf", x_BTD, self.gate[...].astype(dtype))
         up_BTF = jnp.einsum("btd,df->btf", x_BTD, self.up[...].astype(dtype))
+        gate_BTF = constrain(gate_BTF, ("batch", "length", "activation_mlp"))
+        up_BTF = constrain(up_BTF, ("batch", "length", "activation_mlp"))
         return jnp.einsum(
             "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down[...].astype(dtype)
         )
@@ -163,4 +171,4 @@ class DecoderLayer(nnx.Module):
             normed_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, mask_B1TS
         )
         x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
-        return x_BTD, (keys_BSKH, values_BSKH)
+        return constrain(x_BTD, ACTIVATION_BTD), (keys_BSKH, values_BSKH)

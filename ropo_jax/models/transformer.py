@@ -18,11 +18,13 @@ from flax import nnx
 
 from ropo_jax.models.config import ModelConfig
 from ropo_jax.models.layers import (
+    ACTIVATION_BTD,
     DecoderLayer,
     RMSNorm,
     attention_mask,
     rope_inverse_frequencies,
 )
+from ropo_jax.sharding import constrain
 
 Params = dict
 
@@ -140,7 +142,8 @@ def default_positions_and_segments(tokens_BT, positions_BT, segment_ids_BT):
 
 
 def embed(config: ModelConfig, params: Params, tokens_BT) -> jax.Array:
-    return jnp.take(params["embed"]["embedding"], tokens_BT, axis=0).astype(config.dtype)
+    x_BTD = jnp.take(params["embed"]["embedding"], tokens_BT, axis=0).astype(config.dtype)
+    return constrain(x_BTD, ACTIVATION_BTD)
 
 
 def final_norm(config: ModelConfig, params: Params, x_BTD) -> jax.Array:
@@ -176,7 +179,10 @@ def unembedding(config: ModelConfig, params: Params) -> jax.Array:
 
 def logits_from_hidden(config: ModelConfig, params: Params, hidden_BTD) -> jax.Array:
     unembed_DV = unembedding(config, params).astype(hidden_BTD.dtype)
-    return jnp.einsum("btd,dv->btv", hidden_BTD, unembed_DV, preferred_element_type=jnp.float32)
+    logits_BTV = jnp.einsum(
+        "btd,dv->btv", hidden_BTD, unembed_DV, preferred_element_type=jnp.float32
+    )
+    return constrain(logits_BTV, ("batch", "length", "activation_vocab"))
 
 
 def forward(
