@@ -434,3 +434,52 @@ def test_duplicate_ids_are_reported(tmp_path, word_tokenizer):
             output_dir=str(tmp_path / "o"),
             progress=False,
         )
+
+
+def test_sft_rows_prepare_and_load(tmp_path, word_tokenizer):
+    from ropo_jax.data.loader import make_loader
+
+    examples, log, _ = read("sft", fixture("sft.jsonl"))
+    assert not log.problems and [e.rejected for e in examples] == [None] * 5
+    assert examples[3].prompt[-1] == Message("user", "Bye")
+    assert examples[3].chosen == (Message("assistant", "Goodbye."),)
+    summary = prepare(
+        format="sft",
+        input=fixture("sft.jsonl"),
+        tokenizer=word_tokenizer,
+        output_dir=str(tmp_path),
+        max_length=256,
+        max_prompt_length=128,
+        progress=False,
+    )
+    assert summary["examples_written"] == 5
+    data = load_prepared(str(tmp_path))
+    assert data.manifest["kind"] == "sft" and (data.lengths[:, 2] == 0).all()
+    for mode in ("padded", "packed"):
+        batch = next(
+            make_loader(
+                data,
+                batch_size=5,
+                shuffle=False,
+                mode=mode,
+                shard_index=0,
+                shard_count=1,
+                pack_row_multiple=1,
+            )
+        )
+        rows = batch["tokens"].shape[0]
+        assert rows == 5 if mode == "padded" else rows < 5
+        for i in range(5):
+            prompt, response, _ = data.parts(i)
+            where = (batch["sequence_index"] == i) & (batch["segment_ids"] > 0)
+            assert batch["tokens"][where].tolist() == [*prompt, *response]
+            assert batch["loss_mask"][where].sum() == len(response) == batch["chosen_lengths"][i]
+    _, log, _ = read(
+        "sft", str(_write(tmp_path / "bad.jsonl", '{"prompt": "q", "response": " "}')), "skip"
+    )
+    assert [p.reason for p in log.problems] == ["empty response"]
+
+
+def _write(path, text):
+    path.write_text(text + "\n", encoding="utf-8")
+    return path

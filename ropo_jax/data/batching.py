@@ -75,17 +75,20 @@ def collate(
     pad_id: int,
     packed: bool = False,
     num_rows: int | None = None,
+    sft: bool = False,
 ) -> dict[str, np.ndarray]:
     """``pairs``: ``(example_index, prompt, chosen, rejected, is_flipped)`` tuples (≤ num_pairs;
     the rest become padding pairs). Padded: ``num_rows`` = 2·num_pairs; packed: the rows needed,
-    or ``num_rows`` when given (must suffice)."""
+    or ``num_rows`` when given (must suffice). ``sft``: one sequence per example (prompt +
+    chosen, slot i; ``rejected`` is ignored) and padded R = B rows."""
     if len(pairs) > num_pairs:
         raise ValueError(f"{len(pairs)} pairs do not fit a batch of {num_pairs}")
     # Sequence slots: chosen of pair i → i, rejected → B + i.
     sequences = {}
     for i, (_, prompt, chosen, rejected, _) in enumerate(pairs):
         sequences[i] = (prompt, chosen)
-        sequences[num_pairs + i] = (prompt, rejected)
+        if not sft:
+            sequences[num_pairs + i] = (prompt, rejected)
     if packed:
         slots = sorted(sequences)
         layout = pack_rows([sum(map(len, sequences[s])) for s in slots], seq_len)
@@ -94,8 +97,8 @@ def collate(
         if len(rows) > num_rows:
             raise ValueError(f"{len(rows)} packed rows needed, only {num_rows} allowed")
     else:
-        rows = [[s] if s in sequences else [] for s in range(2 * num_pairs)]
-        num_rows = 2 * num_pairs
+        num_rows = num_pairs if sft else 2 * num_pairs
+        rows = [[s] if s in sequences else [] for s in range(num_rows)]
     batch = empty_batch(num_pairs, num_rows, seq_len, pad_id)
     for r, slots_in_row in enumerate(rows):
         start = 0

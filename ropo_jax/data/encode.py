@@ -117,7 +117,10 @@ class Encoder:
     def encode(self, example: PreferenceExample) -> EncodedExample:
         prompt = self.prompt_ids(example.prompt)
         chosen = self.response_ids(example.prompt, example.chosen)
-        rejected = self.response_ids(example.prompt, example.rejected)
+        if example.rejected is None:  # SFT: one response, stored as chosen
+            rejected = []
+        else:
+            rejected = self.response_ids(example.prompt, example.rejected)
         if chosen == rejected:
             raise ValueError("chosen and rejected are identical after tokenization")
         original = (len(prompt), len(chosen), len(rejected))

@@ -31,7 +31,7 @@ class PreferenceExample:
     id: str
     prompt: Text
     chosen: Text
-    rejected: Text
+    rejected: Text | None  # None for supervised fine-tuning (SFT) examples: one response
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -82,13 +82,15 @@ def response_text(response: Text) -> str:
 
 def check_pair(example: PreferenceExample) -> None:
     """The checks every format shares; raises ValueError with the reason."""
-    for name in ("chosen", "rejected"):
+    names = ("chosen",) if example.rejected is None else ("chosen", "rejected")
+    for name in names:
         if not response_text(getattr(example, name)).strip():
-            raise ValueError(f"empty {name} response")
+            what = f"{name} response" if example.rejected is not None else "response"
+            raise ValueError(f"empty {what}")
     if example.chosen == example.rejected:
         raise ValueError("chosen and rejected responses are identical")
     if example.is_chat:
-        for name in ("chosen", "rejected"):
+        for name in names:
             roles = {m.role for m in getattr(example, name)}
             if roles != {"assistant"}:
                 raise ValueError(f"{name} must consist of assistant messages only, got {roles}")

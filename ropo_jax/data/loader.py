@@ -21,6 +21,9 @@ across processes because they are derived from the whole global batch. Modes:
   the most any process needs, rounded up to a multiple of ``pack_row_multiple`` (≤ 2b), so there
   are at most ``2b / pack_row_multiple`` shapes.
 
+SFT data sets (manifest ``"kind": "sft"``, from ``--format=sft``) give batches with the same
+keys, one sequence per example: slot i (padded: row i, R = b), ``rejected_lengths`` 0.
+
 With ``drop_remainder=False`` (the default when not shuffling, e.g. scoring every example once)
 the last batch is filled with padding pairs (``example_index`` −1, ``weight`` 0).
 """
@@ -99,7 +102,8 @@ class BatchPlan:
         self.local = batch_size // shard_count
         self.shard_index, self.shard_count = shard_index, shard_count
         self.drop_remainder = drop_remainder
-        self.pack_row_multiple = max(1, min(pack_row_multiple, 2 * self.local))
+        self.max_rows = self.local if data.manifest.get("kind") == "sft" else 2 * self.local
+        self.pack_row_multiple = max(1, min(pack_row_multiple, self.max_rows))
         self.bucket_window = bucket_window
         longest = int(data.sequence_lengths().max()) if len(data) else 0
         self.max_length = int(max_length or data.manifest.get("max_length") or longest)
@@ -111,7 +115,10 @@ class BatchPlan:
             )
         boundaries = sorted(set(bucket_boundaries or ()) | {self.max_length})
         self.boundaries = [b for b in boundaries if b <= self.max_length]
-        self.sequence_lengths = data.sequence_lengths()
+        self.sft = data.manifest.get("kind") == "sft"
+        # SFT examples have one sequence (prompt + response, stored as chosen).
+        lengths = data.sequence_lengths()
+        self.sequence_lengths = lengths[:, :1] if self.sft else lengths
         # Longer of the two sequences of each pair, for bucketing.
         self.pair_lengths = self.sequence_lengths.max(axis=1)
         n = self.indices.size
@@ -161,7 +168,7 @@ class BatchPlan:
         if self.mode == "packed":
             needed = max(self._rows_needed(s) for s in shards)
             m = self.pack_row_multiple
-            num_rows = min(2 * self.local, -(-needed // m) * m)
+            num_rows = min(self.max_rows, -(-needed // m) * m)
         pairs = [
             (int(i), *self.data.pair(int(i)), bool(self.data.is_flipped[i]))
             for i in shards[self.shard_index]
@@ -174,6 +181,7 @@ class BatchPlan:
             pad_id=self.data.pad_id,
             packed=self.mode == "packed",
             num_rows=num_rows,
+            sft=self.sft,
         )
 
     def _rows_needed(self, shard: np.ndarray) -> int:

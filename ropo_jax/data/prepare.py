@@ -91,6 +91,7 @@ def prepare(
             truncated[name] += cut
         truncated["examples"] += any(e.truncated)
     manifest = {
+        "kind": "sft" if format == "sft" else "preference",
         "source_format": format,
         "input": input,
         "tokenizer": tokenizer,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from ropo_jax.data.errors import ProblemLog
 from ropo_jax.data.example import PreferenceExample
-from ropo_jax.data.formats import alpaca_comparison, generic, hh_rlhf, tldr, ultrafeedback
+from ropo_jax.data.formats import alpaca_comparison, generic, hh_rlhf, sft, tldr, ultrafeedback
 from ropo_jax.data.formats.common import ReadContext, read_with
 from ropo_jax.data.sources import expand_inputs
 
-FORMATS = ("jsonl", "hh_rlhf", "ultrafeedback", "alpaca_comparison", "tldr")
+FORMATS = ("jsonl", "hh_rlhf", "ultrafeedback", "alpaca_comparison", "tldr", "sft")
 
 
 def converter(format: str, *, pairing: str = "best_vs_worst", include_cnndm: bool = False):
@@ -27,6 +27,8 @@ def converter(format: str, *, pairing: str = "best_vs_worst", include_cnndm: boo
         return alpaca_comparison.make_converter(pairing)
     if format == "tldr":
         return tldr.make_converter(include_cnndm)
+    if format == "sft":
+        return sft.convert_row
     raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
 
 
