@@ -112,7 +112,7 @@ def test_mistral_chat_template_tokens(mistral):
     )
     e = enc.encode(pair(history, (Message("assistant", "Ciao"),), (Message("assistant", "No"),)))
     text = mistral.decode(e.prompt)
-    assert text.startswith("[INST] Be brief.\n\nHi [/INST]Hello") or "Be brief." in text
+    assert text == "[INST] Be brief.\n\nHi [/INST]Hello[INST] Bye [/INST]"  # decode hides </s>
     assert np.count_nonzero(e.prompt == 1) == 1 and e.prompt[0] == 1
     assert np.count_nonzero(e.prompt == 2) == 1  # the EOS closing the earlier assistant turn
     assert e.chosen[-1] == 2 and np.count_nonzero(e.chosen == 2) == 1

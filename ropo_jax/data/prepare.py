@@ -55,6 +55,8 @@ def prepare(
     progress: bool = True,
 ) -> dict:
     """The command as a function: returns the summary counts, raises DataError on bad input."""
+    # Flags like --input=~/x reach us unexpanded (the shell expands ~ only at a word's start).
+    input, tokenizer, output_dir = (os.path.expanduser(p) for p in (input, tokenizer, output_dir))
     limits = Limits(max_length=max_length, max_prompt_length=max_prompt_length)
     log = ProblemLog(on_error)
     tok = load_tokenizer(tokenizer)

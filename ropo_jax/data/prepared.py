@@ -164,6 +164,7 @@ class PreferenceData:
 
 def load_prepared(directory: str, *, mmap: bool = True) -> PreferenceData:
     """Reads a directory written by ``ropo_jax.data.prepare`` (no noise applied)."""
+    directory = os.path.expanduser(directory)
     manifest_path = os.path.join(directory, "manifest.json")
     if not os.path.isfile(manifest_path):
         raise DataError(
