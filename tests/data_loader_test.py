@@ -406,3 +406,24 @@ def test_tfds_builders_end_to_end(tmp_path):
     hh = hh_builder.as_data_source("train")
     assert len(hh) == 5 and all(hh[i]["prompt"].decode().endswith("Assistant:") for i in range(5))
     assert all(np.isnan(hh[i]["score_chosen"]) for i in range(5))
+
+
+def test_padding_efficiency_script_runs():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/data_padding_efficiency.py",
+            "--num_pairs=256",
+            "--batch_size=16",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    ).stdout
+    lines = out.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("256 pairs")
+    values = [float(line.split("efficiency ")[1].split()[0]) for line in lines[1:]]
+    assert [line.split()[0] for line in lines[1:]] == ["padded", "bucketed", "packed"]
+    assert values[0] < values[1] < values[2] <= 1.0

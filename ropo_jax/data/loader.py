@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
-import grain
 import numpy as np
 from absl import logging
 
@@ -41,6 +41,9 @@ from ropo_jax.data import batching
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.noise import NoiseConfig, NoiseResult, noise_data
 from ropo_jax.data.prepared import PreferenceData, load_prepared
+
+if TYPE_CHECKING:
+    import grain
 
 MODES = ("padded", "bucketed", "packed")
 
@@ -212,6 +215,9 @@ def make_loader(
 ) -> grain.DatasetIterator:
     """See the module docstring. ``num_epochs=None`` repeats forever; ``indices`` restricts the
     loader to those examples (e.g. the kept set of a ROPO round)."""
+    # grain is needed only to iterate; reading data and noise work without it.
+    import grain
+
     if shard_index is None or shard_count is None:
         import jax  # only for the process layout; the loader itself is NumPy
 
