@@ -483,3 +483,14 @@ def test_sft_rows_prepare_and_load(tmp_path, word_tokenizer):
 def _write(path, text):
     path.write_text(text + "\n", encoding="utf-8")
     return path
+
+
+def test_bom_and_broken_gzip(tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"prompt": "q", "chosen": " a", "rejected": " b"}\n')
+    examples, log, _ = read("jsonl", str(bom))
+    assert not log.problems and examples[0].prompt == "q"
+    broken = tmp_path / "train.jsonl.gz"
+    broken.write_bytes(b"this is not gzip")
+    _, log, _ = read("jsonl", str(broken), "skip")
+    assert len(log.fatal) == 1 and "not a valid gzip file" in log.fatal[0].reason

@@ -53,25 +53,34 @@ def _json_error(e: json.JSONDecodeError) -> str:
 
 
 def iter_jsonl(path: str, log: ProblemLog) -> Iterator[tuple[int, Any]]:
-    data = _open_bytes(path)
+    """Streams the lines (large HH/TL;DR files need not fit in memory twice)."""
+    opener = gzip.open if path.endswith(".gz") else open
     rows = 0
-    for line_no, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        rows += 1
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            log.add(
-                path,
-                line_no,
-                f"invalid UTF-8 (byte {e.start + 1} of the line); re-encode the file as UTF-8",
-            )
-            continue
-        try:
-            yield line_no, json.loads(text)
-        except json.JSONDecodeError as e:
-            log.add(path, line_no, _json_error(e))
+    line_no = 0
+    try:
+        with opener(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                rows += 1
+                try:
+                    # utf-8-sig: a byte-order mark at the start of the file is not an error.
+                    text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    log.add(
+                        path,
+                        line_no,
+                        f"invalid UTF-8 (byte {e.start + 1} of the line); re-encode the file "
+                        "as UTF-8",
+                    )
+                    continue
+                try:
+                    yield line_no, json.loads(text)
+                except json.JSONDecodeError as e:
+                    log.add(path, line_no, _json_error(e))
+    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
+        log.add(path, line_no + 1, f"not a valid gzip file ({e})", fatal=True)
+        return
     if rows == 0:
         log.add(path, 0, "file is empty (no rows)", fatal=True)
 
