@@ -1,5 +1,8 @@
 """Collating pairs into the batch row format (padded and packed rows) — pure NumPy.
 
+``loss_mask`` selects the response tokens whose log-probs make the sequence log-probs of SPEC §1
+(prompt and padding masked out).
+
 Key: B pairs in the batch, R token rows, T row length.
 
 Token rows ``[R, T]`` (int32): ``tokens``; ``positions`` (0.. within each sequence);
