@@ -1,0 +1,243 @@
+"""Train state and the pure, jitted train steps (preference and SFT).
+
+``preference_step(state, batch) -> (state, metrics)`` for any loss of the registry: policy
+sequence log-probs from the batch's token rows (chunked over the vocabulary), reference log-probs
+from the batch (cached) or from frozen reference parameters (online), per-example weights
+(padding, ROPO filter weights, optional in-batch filtering), gradient accumulation over a leading
+micro-batch axis with exact (sum, count) reduction — k micro-batches of b give exactly the update
+of one batch of k·b — global-norm clipping, a NaN/Inf guard, and donation of the state.
+
+Metrics are returned as sums and counts (``metrics.finalize`` divides on the host), so means are
+exact across micro-batches and hosts.
+
+Shape key: K micro-batches, B pairs, R token rows, T length, S sequence slots (2B).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ropo_jax import filtering, losses, models, sharding
+from ropo_jax.models import ModelConfig
+
+NAN_POLICIES = ("skip", "stop")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Static options of a train step (hashable: part of the compiled function's identity)."""
+
+    loss: str = "dpo"
+    hyperparams: tuple[tuple[str, Any], ...] = ()  # loss knobs, as sorted (key, value) pairs
+    logps_chunk_size: int = 256
+    in_batch_filter_ratio: float = 0.0  # ROPO's filter_granularity=batch
+    online_reference: bool = False
+    nan_policy: str = "skip"
+
+    @property
+    def loss_hyperparams(self) -> dict[str, Any]:
+        return dict(self.hyperparams)
+
+
+def init_state(model_config: ModelConfig, optimizer, rng, params=None) -> TrainState:
+    """A fresh state (random parameters unless ``params`` given). Pure: jit it with
+    ``out_shardings=state_shardings(...)`` so nothing is materialised on a single device."""
+    init_rng, state_rng = jax.random.split(rng)
+    if params is None:
+        params = models.init_params(model_config, init_rng)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_rng)
+
+
+def state_shardings(model_config: ModelConfig, optimizer, mesh, abstract_state: TrainState):
+    """NamedShardings for a TrainState: parameters and optimizer moments by logical axes."""
+    param_shardings = sharding.tree_shardings(
+        mesh, models.param_logical_axes(model_config), abstract_state.params
+    )
+    opt_shardings = optax.tree_map_params(
+        optimizer,
+        lambda _, s: s,
+        abstract_state.opt_state,
+        param_shardings,
+        transform_non_params=lambda _: sharding.replicated(mesh),
+    )
+    replicated = sharding.replicated(mesh)
+    return TrainState(param_shardings, opt_shardings, replicated, replicated)
+
+
+def sequence_logps(model_config: ModelConfig, params, batch: dict, chunk_size: int):
+    """Per-slot response log-probs [S] and token counts [S] of a batch's token rows (SPEC §1)."""
+    tokens_RT = batch["tokens"]
+    hidden_RTD = models.hidden_states(
+        model_config,
+        params,
+        tokens_RT,
+        positions_BT=batch["positions"],
+        segment_ids_BT=batch["segment_ids"],
+    )
+    # logits at t predict token t+1: drop the last position, shift targets and masks.
+    token_logps_RT = losses.chunked_token_logps(
+        hidden_RTD[:, :-1],
+        models.unembedding(model_config, params),
+        tokens_RT[:, 1:],
+        chunk_size=chunk_size,
+    )
+    num_slots = 2 * batch["weight"].shape[0]
+    mask_RT, index_RT = batch["loss_mask"][:, 1:], batch["sequence_index"][:, 1:]
+    return (
+        losses.segment_logps(token_logps_RT, mask_RT, index_RT, num_slots),
+        losses.segment_token_counts(mask_RT, index_RT, num_slots),
+    )
+
+
+def _pair_logps(config: StepConfig, model_config, params, ref_params, batch) -> losses.PairLogps:
+    logps_S, _ = sequence_logps(model_config, params, batch, config.logps_chunk_size)
+    chosen_B, rejected_B = jnp.split(logps_S, 2)
+    if config.online_reference:
+        ref_S, _ = sequence_logps(model_config, ref_params, batch, config.logps_chunk_size)
+        ref_chosen_B, ref_rejected_B = jnp.split(jax.lax.stop_gradient(ref_S), 2)
+    else:
+        ref_chosen_B = batch.get("ref_chosen_logps")
+        ref_rejected_B = batch.get("ref_rejected_logps")
+    return losses.PairLogps(
+        chosen_B,
+        rejected_B,
+        ref_chosen_B,
+        ref_rejected_B,
+        batch["chosen_lengths"].astype(jnp.float32),
+        batch["rejected_lengths"].astype(jnp.float32),
+        batch["weight"],
+    )
+
+
+def _preference_micro_step(config: StepConfig, model_config, params, ref_params, batch):
+    """Σ w·loss over one micro-batch, its gradient, and metric sums."""
+
+    def weighted_loss_sum(p):
+        logps = _pair_logps(config, model_config, p, ref_params, batch)
+        loss_B, aux = losses.preference_loss(config.loss, logps, **config.loss_hyperparams)
+        weight_B = batch["weight"].astype(jnp.float32)
+        if config.in_batch_filter_ratio > 0:
+            weight_B = filtering.in_batch_weights(
+                loss_B, weight_B, filter_ratio=config.in_batch_filter_ratio
+            )
+        safe_loss_B = jnp.where(weight_B > 0, loss_B, 0.0)
+        return jnp.sum(weight_B * safe_loss_B), (aux, weight_B)
+
+    (loss_sum, (aux, weight_B)), grads = jax.value_and_grad(weighted_loss_sum, has_aux=True)(params)
+    real_B = (batch["weight"] > 0).astype(jnp.float32)
+    sums = {"loss": loss_sum, "weight": jnp.sum(weight_B), "pairs": jnp.sum(real_B)}
+    for key in (
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    ):
+        sums[key] = jnp.sum(real_B * aux[key])
+    sums["tokens"] = jnp.sum(batch["segment_ids"] > 0).astype(jnp.float32)
+    sums["filtered_in_batch"] = jnp.sum(real_B * (weight_B == 0))
+    return grads, sums
+
+
+def _sft_micro_step(config: StepConfig, model_config, params, ref_params, batch):
+    """Σ of response-token NLL over one micro-batch (SFT on the chosen/only response)."""
+    del ref_params
+
+    def nll_sum(p):
+        logps_S, counts_S = sequence_logps(model_config, p, batch, config.logps_chunk_size)
+        return -jnp.sum(logps_S), jnp.sum(counts_S)
+
+    (loss_sum, token_count), grads = jax.value_and_grad(nll_sum, has_aux=True)(params)
+    sums = {
+        "loss": loss_sum,
+        "weight": token_count,  # token-level mean NLL
+        "pairs": jnp.sum(batch["weight"] > 0).astype(jnp.float32),
+        "tokens": jnp.sum(batch["segment_ids"] > 0).astype(jnp.float32),
+    }
+    return grads, sums
+
+
+def _accumulate(micro_step, params, batch_K):
+    """Scans micro-batches, summing gradients and metric sums (exact for any k)."""
+
+    def body(carry, micro_batch):
+        grads, sums = micro_step(params, micro_batch)
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+    first = jax.tree.map(lambda x: x[0], batch_K)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_step, params, first))
+    (grads, sums), _ = jax.lax.scan(body, zeros, batch_K)
+    return grads, sums
+
+
+def _apply(config: StepConfig, optimizer, state: TrainState, grads, sums):
+    """Divides the gradient sum by the weight sum and updates, unless it is not finite."""
+    denominator = jnp.maximum(sums["weight"], 1e-12)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["loss"])
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if config.nan_policy == "skip":
+        # Keep the old parameters and optimizer state for a non-finite step; count it.
+        def keep(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+    new_state = TrainState(params, opt_state, state.step + 1, state.rng)
+    metrics = dict(sums)
+    metrics["grad_norm"] = grad_norm
+    metrics["nonfinite"] = (~finite).astype(jnp.float32)
+    return new_state, metrics
+
+
+def _step(micro_step_fn, config: StepConfig, model_config, optimizer, state, batch_K, ref_params):
+    micro = functools.partial(micro_step_fn, config, model_config, ref_params=ref_params)
+    grads, sums = _accumulate(lambda p, b: micro(p, batch=b), state.params, batch_K)
+    return _apply(config, optimizer, state, grads, sums)
+
+
+def make_train_step(
+    kind: str,
+    config: StepConfig,
+    model_config: ModelConfig,
+    optimizer,
+    *,
+    state_sharding=None,
+    batch_sharding=None,
+    ref_params_sharding=None,
+):
+    """The jitted step ``(state, batch_K, ref_params) -> (state, metric sums)``.
+
+    ``kind`` is "preference" or "sft"; ``batch_K`` holds a leading micro-batch axis (K = 1 for
+    no accumulation). The state is donated. Shardings are optional (one device without them).
+    """
+    if kind not in ("preference", "sft"):
+        raise ValueError(f"train step kind {kind!r} is not 'preference' or 'sft'")
+    if config.nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy={config.nan_policy!r} is not one of {NAN_POLICIES}")
+    if kind == "preference":
+        losses.validate_hyperparams(config.loss, config.loss_hyperparams)
+    micro = _preference_micro_step if kind == "preference" else _sft_micro_step
+    fn = functools.partial(_step, micro, config, model_config, optimizer)
+    jit_kwargs: dict[str, Any] = {"donate_argnums": (0,)}
+    if state_sharding is not None:
+        jit_kwargs["in_shardings"] = (state_sharding, batch_sharding, ref_params_sharding)
+        jit_kwargs["out_shardings"] = (state_sharding, None)
+    return jax.jit(fn, **jit_kwargs)
