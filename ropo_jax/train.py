@@ -60,7 +60,10 @@ def init_state(model_config: ModelConfig, optimizer, rng, params=None) -> TrainS
     init_rng, state_rng = jax.random.split(rng)
     if params is None:
         params = models.init_params(model_config, init_rng)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), state_rng)
+    # Raw key data (uint32), so the RNG checkpoints like any array.
+    return TrainState(
+        params, optimizer.init(params), jnp.zeros((), jnp.int32), jax.random.key_data(state_rng)
+    )
 
 
 def state_shardings(model_config: ModelConfig, optimizer, mesh, abstract_state: TrainState):

@@ -1,0 +1,100 @@
+"""The base experiment config every ``experiments/*.py`` starts from (ml_collections).
+
+Keys mirror the arguments of the functions they reach (``trainer.StageConfig``,
+``train.StepConfig``, the loss hyper-parameters, ``data.noise.NoiseConfig``); ``main.py`` is the
+only place that reads the ConfigDict.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def stage_defaults(**overrides) -> ml_collections.ConfigDict:
+    stage = dict(
+        epochs=1.0,
+        batch_size=32,
+        micro_batches=1,
+        learning_rate=5e-7,
+        warmup_ratio=0.1,
+        schedule="cosine",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        batch_mode="bucketed",
+        max_length=0,  # 0: the prepared data's max_length
+        log_every=10,
+        checkpoint_every=100,
+        keep_checkpoints=2,
+    )
+    stage.update(overrides)
+    return ml_collections.ConfigDict(stage)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.method = "dpo"  # any loss of ropo_jax.losses.LOSSES, or "ropo_full" (SPEC §3)
+    c.task = "prepared"  # "prepared" (data.* directories) or "synthetic"
+    c.data = ml_collections.ConfigDict(
+        dict(train="", test="", sft="", tokenizer="", eval_prompts="", chat_template="")
+    )
+    c.noise = ml_collections.ConfigDict(
+        dict(kind="none", rate=0.0, seed=0, temperature=1.0, source_strengths="")
+    )
+    c.model = ml_collections.ConfigDict(
+        dict(
+            preset="tiny",
+            hf_path="",  # a HF model directory (overrides preset)
+            dtype="float32",
+            param_dtype="float32",
+            remat_policy="none",
+        )
+    )
+    c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))
+    # Loss knobs; each method takes the ones it needs (losses.hyperparams_from). label_smoothing
+    # and flip_rate < 0 mean "the configured noise rate" (the baselines' oracle setting).
+    c.loss = ml_collections.ConfigDict(
+        dict(
+            beta=0.1,
+            alpha=14.0,
+            label_smoothing=-1.0,
+            flip_rate=-1.0,
+            ipo_average=False,
+            nll_weight=1.0,
+            gamma=0.5,
+            beta_prime=1.0,
+            eta=0.1,
+        )
+    )
+    c.sft = stage_defaults(learning_rate=1e-5)
+    c.sft.enabled = True
+    c.train = stage_defaults()
+    c.train.online_reference = False
+    c.train.nan_policy = "skip"
+    c.train.logps_chunk_size = 256
+    c.ropo = ml_collections.ConfigDict(
+        dict(
+            num_rounds=1,
+            epochs_per_round=1.0,
+            filter_ratio=0.2,
+            filter_start_round=2,
+            filter_mode="recompute",
+            filter_granularity="dataset",
+            rs=ml_collections.ConfigDict(
+                dict(
+                    enabled=False,
+                    num_candidates=4,
+                    temperature=0.9,
+                    top_p=1.0,
+                    max_new_tokens=64,
+                    include_original=False,
+                    selection="max_margin",
+                )
+            ),
+        )
+    )
+    c.eval = ml_collections.ConfigDict(
+        dict(batch_size=64, temperature=0.7, top_p=1.0, max_new_tokens=64, generate_batch_size=64)
+    )
+    c.tensorboard = True
+    return c

@@ -1,0 +1,123 @@
+"""Metrics: exact means from (sum, count), ``metrics.jsonl`` and TensorBoard writers, throughput
+and MFU. Only process 0 writes; every process computes the same global sums (the step reduces
+over the whole sharded batch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from ropo_jax.models import ModelConfig
+
+# Dense bf16 peak FLOP/s per device (vendor figures, without sparsity). CPU: no entry → MFU null.
+PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+}
+PAIR_MEAN_KEYS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float | None:
+    kind = (device or jax.devices()[0]).device_kind
+    for name, flops in PEAK_FLOPS.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def flops_per_token(config: ModelConfig, seq_len: int, *, backward: bool = True) -> float:
+    """6·N (forward + backward matmuls over N non-embedding-lookup parameters) plus the
+    attention score/value matmuls 12·L·H·d_head·T (6·… for forward only); 2·N forward only."""
+    n = config.num_params() - config.vocab_size * config.hidden_size  # the lookup is no matmul
+    if config.tie_word_embeddings:
+        n += config.vocab_size * config.hidden_size  # ...but the tied output head is
+    attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * seq_len
+    factor = 3 if backward else 1
+    return factor * (2 * n + attention)
+
+
+def finalize(sums: dict[str, Any]) -> dict[str, float]:
+    """Host-side means: the loss per unit weight, pair metrics per real pair."""
+    sums = {k: float(np.asarray(v)) for k, v in sums.items()}
+    out = {}
+    weight, pairs = sums.get("weight", 0.0), sums.get("pairs", 0.0)
+    if "loss" in sums:
+        out["loss"] = sums["loss"] / weight if weight > 0 else math.nan
+    for key in PAIR_MEAN_KEYS:
+        if key in sums:
+            out[key] = sums[key] / pairs if pairs > 0 else math.nan
+    for key in ("grad_norm", "nonfinite", "tokens", "pairs", "filtered_in_batch"):
+        if key in sums:
+            out[key] = sums[key]
+    return out
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (the record) and mirrors
+    scalars to TensorBoard when tensorboardX is installed and ``tensorboard`` is on."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            if tensorboard:
+                try:
+                    from tensorboardX import SummaryWriter
+
+                    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                except ImportError:
+                    logging.info("tensorboardX not installed: metrics go to metrics.jsonl only")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+        if self._tb is not None and "step" in record:
+            prefix = record.get("stage", "train")
+            for key, value in record.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x)} is not JSON serialisable")
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

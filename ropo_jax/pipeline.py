@@ -1,0 +1,292 @@
+"""One experiment run, from a ConfigDict to ``results.json``: data → model → SFT → preference
+training (one stage, or the ROPO rounds) → evaluation. Every stage checkpoints, so re-running the
+same command resumes where it stopped. This is the only module besides ``main`` that reads the
+ConfigDict; everything below it takes explicit arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ropo_jax import eval as eval_lib
+from ropo_jax import losses, models, sampling, scoring, sharding, train, trainer
+from ropo_jax.data.loader import load_preference_data
+from ropo_jax.data.noise import NoiseConfig
+from ropo_jax.data.prepared import load_prepared
+from ropo_jax.metrics import MetricsWriter
+from ropo_jax.synthetic import dataset as synthetic_dataset
+from ropo_jax.synthetic import prepare as synthetic_prepare
+from ropo_jax.synthetic import task as synthetic_task
+
+SYNTHETIC_SOURCE_STRENGTHS = (("weak", 1.0), ("medium", 2.0), ("strong", 3.0))
+
+
+def stage_config(block: ml_collections.ConfigDict, name: str, kind: str, seed: int):
+    return trainer.StageConfig(
+        name=name,
+        kind=kind,
+        epochs=float(block.epochs),
+        batch_size=int(block.batch_size),
+        micro_batches=int(block.micro_batches),
+        learning_rate=float(block.learning_rate),
+        warmup_ratio=float(block.warmup_ratio),
+        schedule=block.schedule,
+        weight_decay=float(block.weight_decay),
+        max_grad_norm=float(block.max_grad_norm),
+        batch_mode=block.batch_mode,
+        max_length=int(block.max_length) or None,
+        seed=seed,
+        log_every=int(block.log_every),
+        checkpoint_every=int(block.checkpoint_every),
+        keep_checkpoints=int(block.keep_checkpoints),
+    )
+
+
+def loss_hyperparams(config: ml_collections.ConfigDict, loss: str) -> dict[str, Any]:
+    knobs = dict(config.loss)
+    for key in ("label_smoothing", "flip_rate"):
+        if knobs[key] < 0:  # the oracle setting: the configured noise rate (< 0.5)
+            knobs[key] = min(float(config.noise.rate), 0.49)
+    return losses.hyperparams_from(loss, knobs)
+
+
+def data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+    if config.task == "synthetic":
+        s = config.synthetic
+        task_config = synthetic_task.TaskConfig(**dict(s.task))
+        data_config = synthetic_dataset.DataConfig(**dict(s.data))
+        return synthetic_prepare.prepare_synthetic(
+            os.path.join(workdir, "data"), task_config, data_config, seed=int(s.data_seed)
+        )
+    if config.task != "prepared":
+        raise ValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
+    paths = {k: v for k, v in dict(config.data).items() if v}
+    if "train" not in paths:
+        raise ValueError(
+            "config.data.train is empty: prepare a data set with ropo_jax.data.prepare"
+        )
+    return paths
+
+
+def build_model(config: ml_collections.ConfigDict, vocab_size: int | None):
+    m = config.model
+    overrides = dict(dtype=m.dtype, remat_policy=m.remat_policy)
+    if m.hf_path:
+        return models.load_hf(m.hf_path, dtype=m.param_dtype, **overrides)
+    if vocab_size is not None:
+        overrides["vocab_size"] = vocab_size
+    model_config = models.ModelConfig.preset(m.preset, param_dtype=m.param_dtype, **overrides)
+    return model_config, models.init_params(model_config, jax.random.key(config.seed))
+
+
+def noise_config(config: ml_collections.ConfigDict) -> NoiseConfig:
+    n = config.noise
+    strengths = SYNTHETIC_SOURCE_STRENGTHS if config.task == "synthetic" else None
+    kwargs = dict(
+        kind=n.kind, rate=float(n.rate), seed=int(n.seed), temperature=float(n.temperature)
+    )
+    if strengths:
+        kwargs["source_strengths"] = strengths
+    return NoiseConfig(**kwargs)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    os.makedirs(workdir, exist_ok=True)
+    mesh = sharding.make_mesh(tuple(config.mesh.shape))
+    writer = MetricsWriter(workdir, tensorboard=config.tensorboard)
+    paths = data_paths(config, workdir)
+    train_data, noise_result = load_preference_data(paths["train"], noise_config(config))
+    vocab = None
+    if config.task == "synthetic":
+        vocab = len(
+            synthetic_task.vocabulary(synthetic_task.TaskConfig(**dict(config.synthetic.task)))
+        )
+    model_config, init_params = build_model(config, vocab)
+    init_params = jax.device_put(
+        init_params,
+        sharding.tree_shardings(mesh, models.param_logical_axes(model_config), init_params),
+    )
+    chunk = int(config.train.logps_chunk_size)
+
+    sft_params = init_params
+    if config.sft.enabled:
+        sft_data = load_prepared(paths["sft"])
+        sft_params = trainer.run_stage(
+            stage_config(config.sft, "sft", "sft", config.seed),
+            train.StepConfig(logps_chunk_size=chunk),
+            model_config,
+            init_params,
+            sft_data,
+            workdir=workdir,
+            writer=writer,
+            mesh=mesh,
+        )
+
+    cache_dir = os.path.join(workdir, "cache")
+    batch_size = int(config.eval.batch_size)
+    reference = scoring.reference_logps(
+        model_config, sft_params, train_data, cache_dir=cache_dir, batch_size=batch_size, mesh=mesh
+    )
+    if config.method == "ropo_full":
+        from ropo_jax import ropo  # the iterative framework (SPEC §3)
+
+        policy_params, scoring_loss, extra = ropo.run_rounds(
+            config,
+            workdir,
+            model_config,
+            sft_params,
+            train_data,
+            reference,
+            writer=writer,
+            mesh=mesh,
+        )
+    else:
+        hparams = loss_hyperparams(config, config.method)
+        step_config = train.StepConfig(
+            loss=config.method,
+            hyperparams=tuple(sorted(hparams.items())),
+            logps_chunk_size=chunk,
+            online_reference=bool(config.train.online_reference),
+            nan_policy=config.train.nan_policy,
+        )
+        policy_params = trainer.run_stage(
+            stage_config(config.train, "train", "preference", config.seed),
+            step_config,
+            model_config,
+            sft_params,
+            train_data,
+            workdir=workdir,
+            writer=writer,
+            mesh=mesh,
+            reference=None if step_config.online_reference else reference,
+            ref_params=sft_params if step_config.online_reference else None,
+        )
+        scoring_loss, extra = config.method, {}
+
+    results = evaluate(
+        config,
+        workdir,
+        model_config,
+        policy_params,
+        sft_params,
+        paths,
+        train_data,
+        reference,
+        scoring_loss=scoring_loss,
+        mesh=mesh,
+    )
+    results.update(extra)
+    results["noise"]["realised_rate"] = (
+        None if noise_result is None else float(noise_result.is_flipped.mean())
+    )
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    writer.write({"stage": "final", **_flat(results)})
+    writer.close()
+    return results
+
+
+def evaluate(
+    config,
+    workdir,
+    model_config,
+    policy_params,
+    sft_params,
+    paths,
+    train_data,
+    reference,
+    *,
+    scoring_loss,
+    mesh,
+) -> dict[str, Any]:
+    batch_size = int(config.eval.batch_size)
+    cache_dir = os.path.join(workdir, "cache")
+    results: dict[str, Any] = {
+        "method": config.method,
+        "noise": {"kind": config.noise.kind, "rate": float(config.noise.rate)},
+        "seed": int(config.seed),
+        "eval": {
+            "pref_accuracy_clean": None,
+            "gold_win_rate_vs_sft": None,
+            "gold_reward_mean": None,
+        },
+        "noise_identification": {"precision": None, "recall": None, "f1": None, "auroc": None},
+    }
+    if "test" in paths:
+        test = load_prepared(paths["test"])
+        test_ref = scoring.reference_logps(
+            model_config, sft_params, test, cache_dir=cache_dir, batch_size=batch_size, mesh=mesh
+        )
+        results["eval"].update(
+            eval_lib.preference_accuracy(
+                model_config, policy_params, test, test_ref, batch_size=batch_size, mesh=mesh
+            )
+        )
+    # Noise identification on the training set with the final policy's per-example loss.
+    policy_chosen, policy_rejected = scoring.sequence_logps_over(
+        model_config,
+        policy_params,
+        train_data,
+        batch_size=batch_size,
+        mesh=mesh,
+        desc="train scores",
+    )
+    scores = scoring.example_scores(
+        policy_chosen,
+        policy_rejected,
+        *reference,
+        train_data.is_flipped,
+        loss=scoring_loss,
+        hyperparams=loss_hyperparams(config, scoring_loss),
+    )
+    if train_data.is_flipped.any():
+        results["noise_identification"] = eval_lib.noise_identification(
+            scores, train_data.is_flipped, filter_ratio=float(config.ropo.filter_ratio)
+        )
+    np.savez(os.path.join(workdir, "final_scores.npz"), **scores, is_flipped=train_data.is_flipped)
+    if config.task == "synthetic" and "eval_prompts" in paths:
+        results["eval"].update(
+            _gold_evaluation(config, model_config, policy_params, sft_params, paths)
+        )
+    return results
+
+
+def _gold_evaluation(config, model_config, policy_params, sft_params, paths) -> dict[str, Any]:
+    task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
+    prompts = synthetic_prepare.read_eval_prompts(paths["eval_prompts"])
+    sampling_config = sampling.SamplingConfig(
+        max_new_tokens=int(config.eval.max_new_tokens),
+        temperature=float(config.eval.temperature),
+        top_p=float(config.eval.top_p),
+        length_bucket=16,
+    )
+    kwargs = dict(
+        tokenizer_dir=paths["tokenizer"],
+        sampling_config=sampling_config,
+        seed=int(config.seed) + 1000,
+        batch_size=int(config.eval.generate_batch_size),
+    )
+    policy = eval_lib.generate_responses(model_config, policy_params, prompts, **kwargs)
+    sft = eval_lib.generate_responses(model_config, sft_params, prompts, **kwargs)
+    logging.info("sample generation: %r → %r (SFT: %r)", prompts[0], policy[0], sft[0])
+    return eval_lib.gold_win_rate(
+        prompts, policy, sft, lambda p, r: synthetic_task.gold_reward(task_config, p, r)
+    )
+
+
+def _flat(results: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

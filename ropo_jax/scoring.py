@@ -1,0 +1,167 @@
+"""Forward-only passes over a data set: reference log-probs (computed once, cached on disk) and
+per-example scores of the current policy (margin and loss, for ROPO's w-step and evaluation).
+
+The reference cache is keyed by (data fingerprint, reference-parameter hash) and stores
+log-probs in the data's stored orientation (as labelled in the input), so one cache serves every
+noise setting: ``join_reference`` swaps chosen/rejected where noise flipped a pair.
+
+Shape key: N examples, B pairs, S sequence slots (2B).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from ropo_jax import batches as batches_lib
+from ropo_jax import losses, train
+from ropo_jax.data.loader import make_loader
+from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.models import ModelConfig
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _slot_logps(model_config: ModelConfig, chunk_size: int, params, batch):
+    logps_S, _ = train.sequence_logps(model_config, params, batch, chunk_size)
+    return logps_S, batch["example_index"]
+
+
+def sequence_logps_over(
+    model_config: ModelConfig,
+    params,
+    data: PreferenceData,
+    *,
+    batch_size: int,
+    mode: str = "bucketed",
+    chunk_size: int = 256,
+    mesh=None,
+    desc: str = "scoring",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen_N, rejected_N) response log-probs of every example, in stored orientation."""
+    unflipped = data.with_flips(np.zeros(len(data), bool))
+    iterator = make_loader(
+        unflipped,
+        batch_size=batch_size,
+        shuffle=False,
+        num_epochs=1,
+        mode=mode,
+        drop_remainder=False,
+    )
+    chosen_N = np.full(len(data), np.nan, np.float32)
+    rejected_N = np.full(len(data), np.nan, np.float32)
+    num_batches = -(-len(data) // batch_size)
+    for batch in tqdm(
+        iterator, total=num_batches, desc=desc, unit="batch", disable=jax.process_index() != 0
+    ):
+        device_batch = batches_lib.put_batch(batch, mesh, micro_axis=False)
+        logps_S, index_B = jax.device_get(
+            _slot_logps(model_config, chunk_size, params, device_batch)
+        )
+        b = len(index_B)
+        real = index_B >= 0
+        chosen_N[index_B[real]] = logps_S[:b][real]
+        rejected_N[index_B[real]] = logps_S[b:][real]
+    missing = int(np.isnan(chosen_N).sum())
+    if missing:
+        raise RuntimeError(f"{desc}: {missing} of {len(data)} examples were not scored")
+    return chosen_N, rejected_N
+
+
+def params_hash(params) -> str:
+    """sha256 over every parameter's path, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        array = np.asarray(jax.device_get(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
+def reference_logps(
+    model_config: ModelConfig,
+    ref_params,
+    data: PreferenceData,
+    *,
+    cache_dir: str | None,
+    batch_size: int,
+    mode: str = "bucketed",
+    mesh=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference log-probs of every example, from ``cache_dir`` when this (data, reference)
+    pair was scored before, else computed once (a progress bar) and cached."""
+    path = None
+    if cache_dir:
+        key = hashlib.sha256((data.fingerprint() + params_hash(ref_params)).encode()).hexdigest()[
+            :24
+        ]
+        path = os.path.join(cache_dir, f"ref_logps_{key}.npz")
+        if os.path.exists(path):
+            cached = np.load(path)
+            logging.info("reference log-probs of %d examples from cache %s", len(data), path)
+            return cached["chosen"], cached["rejected"]
+    chosen_N, rejected_N = sequence_logps_over(
+        model_config,
+        ref_params,
+        data,
+        batch_size=batch_size,
+        mode=mode,
+        mesh=mesh,
+        desc="reference log-probs",
+    )
+    if path and jax.process_index() == 0:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, chosen=chosen_N, rejected=rejected_N)
+        os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
+    return chosen_N, rejected_N
+
+
+def join_reference(batch: dict, ref_chosen_N: np.ndarray, ref_rejected_N: np.ndarray) -> dict:
+    """Adds the batch's reference log-probs (training orientation: swapped where flipped)."""
+    index_B = batch["example_index"]
+    real_B = index_B >= 0
+    safe_B = np.where(real_B, index_B, 0)
+    stored_chosen_B = np.where(real_B, ref_chosen_N[safe_B], 0.0)
+    stored_rejected_B = np.where(real_B, ref_rejected_N[safe_B], 0.0)
+    flipped_B = batch["is_flipped"].astype(bool)
+    return {
+        **batch,
+        "ref_chosen_logps": np.where(flipped_B, stored_rejected_B, stored_chosen_B).astype(
+            np.float32
+        ),
+        "ref_rejected_logps": np.where(flipped_B, stored_chosen_B, stored_rejected_B).astype(
+            np.float32
+        ),
+    }
+
+
+def example_scores(
+    policy_chosen_N,
+    policy_rejected_N,
+    ref_chosen_N,
+    ref_rejected_N,
+    is_flipped_N,
+    *,
+    loss: str,
+    hyperparams: dict,
+) -> dict[str, np.ndarray]:
+    """Per-example margin h and loss in training orientation (noisy labels): ROPO's w-step
+    ranks by this loss; evaluation uses the margins."""
+    flip = np.asarray(is_flipped_N, bool)
+    pc = np.where(flip, policy_rejected_N, policy_chosen_N)
+    pr = np.where(flip, policy_chosen_N, policy_rejected_N)
+    rc = np.where(flip, ref_rejected_N, ref_chosen_N)
+    rr = np.where(flip, ref_chosen_N, ref_rejected_N)
+    loss_N, aux = losses.preference_loss(
+        loss,
+        losses.PairLogps(*(jnp.asarray(a, jnp.float32) for a in (pc, pr, rc, rr))),
+        **hyperparams,
+    )
+    return {"margin": np.asarray(aux["margin"]), "loss": np.asarray(loss_N)}
