@@ -134,7 +134,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     reference = scoring.reference_logps(
         model_config, sft_params, train_data, cache_dir=cache_dir, batch_size=batch_size, mesh=mesh
     )
-    if config.method == "ropo_full":
+    if config.method == "sft":  # supervised fine-tuning only; the SFT model is evaluated
+        if not config.sft.enabled:
+            raise ValueError("config.method='sft' needs config.sft.enabled=True")
+        policy_params, scoring_loss, extra = sft_params, "dpo", {}
+    elif config.method == "ropo_full":
         from ropo_jax import ropo  # the iterative framework (SPEC §3)
 
         policy_params, scoring_loss, extra = ropo.run_rounds(
