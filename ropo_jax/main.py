@@ -26,6 +26,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _initialize_distributed() -> None:
+    # Cross-process collectives on CPU hosts (local multi-process runs and tests); the setting
+    # does not affect GPU or TPU backends.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if _COORDINATOR.value or (_NUM_PROCESSES.value or 1) > 1:
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value,
