@@ -25,7 +25,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.preset = "tiny"
     c.sft.update(epochs=1.0, batch_size=32, learning_rate=3e-3, warmup_ratio=0.0, log_every=4)
     c.sft.checkpoint_every = 4
-    c.train.update(epochs=1.0, batch_size=32, learning_rate=1e-3, warmup_ratio=0.0, log_every=4)
+    c.train.update(batch_size=32, learning_rate=1e-3, warmup_ratio=0.0, log_every=4)
     c.train.checkpoint_every = 4
     c.eval.update(batch_size=64, max_new_tokens=16, generate_batch_size=32)
+    # method=ropo_full: two rounds, filtering from round 2, rejection sampling for the discarded.
+    c.ropo.update(num_rounds=2, epochs_per_round=1.0, filter_ratio=0.2, filter_start_round=2)
+    c.ropo.rs.update(enabled=True, num_candidates=4, max_new_tokens=12)
     return c

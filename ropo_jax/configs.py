@@ -68,7 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.sft = stage_defaults(learning_rate=1e-5)
     c.sft.enabled = True
+    # Preference training runs in rounds (ropo.num_rounds × ropo.epochs_per_round epochs), for
+    # every method; train.* holds the rest of the stage settings.
     c.train = stage_defaults()
+    del c.train["epochs"]
     c.train.online_reference = False
     c.train.nan_policy = "skip"
     c.train.logps_chunk_size = 256

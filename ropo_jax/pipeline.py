@@ -6,6 +6,7 @@ ConfigDict; everything below it takes explicit arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -17,6 +18,7 @@ from absl import logging
 
 from ropo_jax import eval as eval_lib
 from ropo_jax import losses, models, sampling, scoring, sharding, train, trainer
+from ropo_jax import ropo as ropo_lib
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
 from ropo_jax.data.prepared import load_prepared
@@ -32,7 +34,7 @@ def stage_config(block: ml_collections.ConfigDict, name: str, kind: str, seed: i
     return trainer.StageConfig(
         name=name,
         kind=kind,
-        epochs=float(block.epochs),
+        epochs=float(block.get("epochs", 1.0)),  # preference rounds set ropo.epochs_per_round
         batch_size=int(block.batch_size),
         micro_batches=int(block.micro_batches),
         learning_rate=float(block.learning_rate),
@@ -138,41 +140,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if not config.sft.enabled:
             raise ValueError("config.method='sft' needs config.sft.enabled=True")
         policy_params, scoring_loss, extra = sft_params, "dpo", {}
-    elif config.method == "ropo_full":
-        from ropo_jax import ropo  # the iterative framework (SPEC §3)
-
-        policy_params, scoring_loss, extra = ropo.run_rounds(
+    else:
+        policy_params, scoring_loss, extra = _preference_rounds(
             config,
             workdir,
             model_config,
             sft_params,
             train_data,
             reference,
+            paths,
             writer=writer,
             mesh=mesh,
         )
-    else:
-        hparams = loss_hyperparams(config, config.method)
-        step_config = train.StepConfig(
-            loss=config.method,
-            hyperparams=tuple(sorted(hparams.items())),
-            logps_chunk_size=chunk,
-            online_reference=bool(config.train.online_reference),
-            nan_policy=config.train.nan_policy,
-        )
-        policy_params = trainer.run_stage(
-            stage_config(config.train, "train", "preference", config.seed),
-            step_config,
-            model_config,
-            sft_params,
-            train_data,
-            workdir=workdir,
-            writer=writer,
-            mesh=mesh,
-            reference=None if step_config.online_reference else reference,
-            ref_params=sft_params if step_config.online_reference else None,
-        )
-        scoring_loss, extra = config.method, {}
 
     results = evaluate(
         config,
@@ -196,6 +175,77 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.write({"stage": "final", **_flat(results)})
     writer.close()
     return results
+
+
+def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
+    r, full = config.ropo, config.method == "ropo_full"
+    return ropo_lib.RopoConfig(
+        num_rounds=int(r.num_rounds),
+        filter_ratio=float(r.filter_ratio),
+        filter_start_round=int(r.filter_start_round),
+        filter_mode=r.filter_mode,
+        filter_granularity=r.filter_granularity,
+        filtering=full,
+        rs_enabled=full and bool(r.rs.enabled),
+        rs_num_candidates=int(r.rs.num_candidates),
+        rs_temperature=float(r.rs.temperature),
+        rs_top_p=float(r.rs.top_p),
+        rs_max_new_tokens=int(r.rs.max_new_tokens),
+        rs_include_original=bool(r.rs.include_original),
+        rs_selection=r.rs.selection,
+    )
+
+
+def _preference_rounds(
+    config, workdir, model_config, sft_params, train_data, reference, paths, *, writer, mesh
+):
+    """Every method through the same loop (SPEC §3): ROPO's rounds filter and rejection-sample;
+    the baselines' rounds only train, for the same number of epochs."""
+    loss = "ropo" if config.method == "ropo_full" else config.method
+    hparams = loss_hyperparams(config, loss)
+    stage = stage_config(config.train, "round", "preference", config.seed)
+    stage = dataclasses.replace(stage, epochs=float(config.ropo.epochs_per_round))
+    step = train.StepConfig(
+        logps_chunk_size=int(config.train.logps_chunk_size),
+        online_reference=bool(config.train.online_reference),
+        nan_policy=config.train.nan_policy,
+    )
+    batch_size = int(config.eval.batch_size)
+    evaluate_round = None
+    if "test" in paths:
+        test = load_prepared(paths["test"])
+        test_ref = scoring.reference_logps(
+            model_config,
+            sft_params,
+            test,
+            cache_dir=os.path.join(workdir, "cache"),
+            batch_size=batch_size,
+            mesh=mesh,
+        )
+
+        def evaluate_round(params):
+            return eval_lib.preference_accuracy(
+                model_config, params, test, test_ref, batch_size=batch_size, mesh=mesh
+            )
+
+    params, rounds = ropo_lib.run_rounds(
+        workdir=workdir,
+        ropo=ropo_config(config),
+        loss=loss,
+        hyperparams=hparams,
+        stage_template=stage,
+        step_template=step,
+        model_config=model_config,
+        sft_params=sft_params,
+        train_data=train_data,
+        reference=reference,
+        writer=writer,
+        mesh=mesh,
+        batch_size=batch_size,
+        seed=int(config.seed),
+        evaluate_round=evaluate_round,
+    )
+    return params, loss, {"rounds": rounds}
 
 
 def evaluate(

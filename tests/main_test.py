@@ -49,7 +49,7 @@ def _metrics(workdir):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
-def _final_params(workdir, stage="train"):
+def _final_params(workdir, stage="round_1"):
     directory = os.path.join(workdir, "checkpoints", stage)
     manager = ocp.CheckpointManager(directory, item_names=("state", "record"))
     step = manager.latest_step()
@@ -60,7 +60,12 @@ def _final_params(workdir, stage="train"):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    _run(workdir, "--config.train.epochs=3", "--config.train.checkpoint_every=2")
+    _run(
+        workdir,
+        "--config.ropo.epochs_per_round=3",
+        "--config.ropo.num_rounds=1",
+        "--config.train.checkpoint_every=2",
+    )
     return workdir
 
 
@@ -75,15 +80,19 @@ def test_smoke_run_writes_every_artefact(uninterrupted):
         assert 0.0 <= results["eval"][key] <= 1.0 or key == "gold_reward_mean"
     assert set(results["noise_identification"]) == {"precision", "recall", "f1", "auroc"}
     stages = {r["stage"] for r in _metrics(uninterrupted)}
-    assert {"sft", "train", "final"} <= stages
-    train_rows = [r for r in _metrics(uninterrupted) if r["stage"] == "train"]
+    assert {"sft", "round_1", "final"} <= stages
+    train_rows = [r for r in _metrics(uninterrupted) if r["stage"] == "round_1" and "loss" in r]
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]  # preference training learns
     assert os.path.isdir(os.path.join(uninterrupted, "tensorboard"))
 
 
 def test_killed_and_rerun_equals_uninterrupted(uninterrupted, tmp_path):
     workdir = str(tmp_path / "killed")
-    overrides = ("--config.train.epochs=3", "--config.train.checkpoint_every=2")
+    overrides = (
+        "--config.ropo.epochs_per_round=3",
+        "--config.ropo.num_rounds=1",
+        "--config.train.checkpoint_every=2",
+    )
     process = subprocess.Popen(
         _command(workdir, *overrides),
         cwd=ROOT,
@@ -91,7 +100,7 @@ def test_killed_and_rerun_equals_uninterrupted(uninterrupted, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = os.path.join(workdir, "checkpoints", "train", "4")
+    target = os.path.join(workdir, "checkpoints", "round_1", "4")
     deadline = time.time() + 300
     while not os.path.isdir(target) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -120,8 +129,8 @@ def test_killed_and_rerun_equals_uninterrupted(uninterrupted, tmp_path):
     scores_b = np.load(os.path.join(workdir, "final_scores.npz"))
     np.testing.assert_array_equal(scores_a["loss"], scores_b["loss"])
     # The logged training curve after the resume point matches the uninterrupted one.
-    resumed = [r for r in _metrics(workdir) if r["stage"] == "train"]
-    original = [r for r in _metrics(uninterrupted) if r["stage"] == "train"]
+    resumed = [r for r in _metrics(workdir) if r["stage"] == "round_1"]
+    original = [r for r in _metrics(uninterrupted) if r["stage"] == "round_1"]
     assert resumed[-1] == original[-1]
 
 
