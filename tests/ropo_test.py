@@ -1,0 +1,154 @@
+"""The iterative ROPO framework: per-round artefacts, counts, resume equality, options."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ropo_jax import ropo
+from ropo_jax.data.prepared import PreferenceData
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+SMALL = (
+    "--config.method=ropo_full",
+    "--config.synthetic.data.num_sft=128",
+    "--config.synthetic.data.num_train_pairs=128",
+    "--config.synthetic.data.num_test_pairs=32",
+    "--config.synthetic.data.num_eval_prompts=16",
+    "--config.ropo.rs.max_new_tokens=8",
+    "--config.eval.max_new_tokens=8",
+    "--config.train.checkpoint_every=1",
+)
+
+
+def _command(workdir):
+    return [
+        sys.executable,
+        "-m",
+        "ropo_jax.main",
+        "--config=experiments/smoke.py",
+        f"--workdir={workdir}",
+        *SMALL,
+    ]
+
+
+def _read(*parts):
+    with open(os.path.join(*parts)) as f:
+        return f.read()
+
+
+def _results(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("ropo_full"))
+    subprocess.run(
+        _command(workdir), cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=900
+    )
+    return workdir
+
+
+def test_two_rounds_write_every_artefact(full_run):
+    for t in (1, 2):
+        for name in ("done.json", "eval.json", "kept_ids.json", "samples.jsonl", "scores.npz"):
+            assert os.path.exists(os.path.join(full_run, f"round_{t}", name)), (t, name)
+    results = _results(full_run)
+    r1, r2 = results["rounds"]
+    n = 128
+    assert r1["num_discarded"] == int(np.floor(0.2 * n)) == r2["num_discarded"]
+    assert r1["trained_weight_sum"] == n  # round 1 trains on everything (w = 1)
+    assert r1["num_rs_pairs"] > 0  # replacement pairs for the discarded prompts
+    assert r2["trained_on"] == n + r1["num_rs_pairs"]
+    assert r2["trained_weight_sum"] == n - r1["num_discarded"] + r1["num_rs_pairs"]
+    kept = json.loads(_read(full_run, "round_1", "kept_ids.json"))
+    assert len(kept["kept"]) + len(kept["discarded"]) == n and kept["applied_next_round"]
+    scores = np.load(os.path.join(full_run, "round_1", "scores.npz"))
+    # The discarded pairs are exactly the highest-loss ones (the w-step).
+    assert scores["loss"][~scores["kept"]].min() >= scores["loss"][scores["kept"]].max()
+    sample = json.loads(_read(full_run, "round_1", "samples.jsonl").splitlines()[0])
+    assert sample["margin"] > 0 and sample["source_id"] in kept["discarded"]
+    assert sample["chosen_reward"] == max(sample["candidate_rewards"])
+    assert set(results["noise_identification"]) == {"precision", "recall", "f1", "auroc"}
+    rows = [json.loads(line) for line in _read(full_run, "metrics.jsonl").splitlines()]
+    assert any(r.get("round") == 2 for r in rows)
+
+
+def test_killed_between_rounds_and_rerun_gives_the_same_results(full_run, tmp_path):
+    workdir = str(tmp_path / "killed")
+    process = subprocess.Popen(
+        _command(workdir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    target = os.path.join(workdir, "round_1", "done.json")
+    deadline = time.time() + 600
+    while not os.path.exists(target) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed_mid_run = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert killed_mid_run
+    subprocess.run(
+        _command(workdir), cwd=ROOT, env=ENV, check=True, capture_output=True, timeout=900
+    )
+    assert _results(workdir) == _results(full_run)
+    for t in (1, 2):
+        a = np.load(os.path.join(full_run, f"round_{t}", "scores.npz"))
+        b = np.load(os.path.join(workdir, f"round_{t}", "scores.npz"))
+        np.testing.assert_array_equal(a["loss"], b["loss"])
+
+
+def _data(n, offset=0):
+    return PreferenceData.from_token_lists(
+        [f"e{offset + i}" for i in range(n)],
+        [[1, 5]] * n,
+        [[6, 2]] * n,
+        [[7, 8, 2]] * n,
+        manifest={"pad_id": 0},
+    )
+
+
+def test_concat_keeps_every_example_and_flip():
+    a = _data(3).with_flips(np.array([True, False, False]))
+    b = _data(2, offset=3)
+    both = ropo.concat(a, b)
+    assert len(both) == 5 and both.ids[3] == "e3"
+    assert both.is_flipped.tolist() == [True, False, False, False, False]
+    assert [x.tolist() for x in both.parts(4)] == [[1, 5], [6, 2], [7, 8, 2]]
+
+
+def test_w_step_modes():
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.5, 0.7, 0.9, 1.1])
+    config = ropo.RopoConfig(filter_ratio=0.2)
+    first = ropo.w_step(scores, ropo=config)
+    assert first.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+    recompute = ropo.w_step(-scores, ropo=config, previous_keep_N=first > 0)
+    assert recompute[0] == 1  # recompute re-admits
+    cumulative = ropo.w_step(
+        -scores, ropo=ropo.RopoConfig(filter_mode="cumulative"), previous_keep_N=first > 0
+    )
+    assert cumulative[0] == 0 and cumulative.sum() == 7  # never re-admitted; ⌊0.2·8⌋ more dropped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(num_rounds=0), "num_rounds=0"),
+        (dict(filter_ratio=1.0), "filter_ratio=1.0"),
+        (dict(filter_mode="sometimes"), "filter_mode='sometimes'"),
+        (dict(filter_granularity="token"), "filter_granularity='token'"),
+        (dict(rs_selection="best"), "rs.selection='best'"),
+        (dict(rs_selection="best_vs_worst_original"), "needs rs.include_original=True"),
+        (dict(rs_num_candidates=1), "num_candidates=1"),
+    ],
+)
+def test_invalid_options_fail_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        ropo.RopoConfig(**kwargs)
