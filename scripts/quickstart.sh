@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Set-up + the project's main job on its embedded default. Runs on a laptop CPU.
-#   ./scripts/quickstart.sh            (RUN_DIR=runs/quickstart by default)
-# Today's main job: every preference loss's value and gradient weight on a grid of margins,
-# and the paper's gradient-weight figure (figures/gradient_weights.png).
+# Set-up + the project's main job on its embedded default, on a laptop CPU (~10 minutes):
+# the controlled noisy-preference benchmark (experiments/synthetic.py:quick) — DPO, cDPO, rDPO,
+# IPO, the ROPO loss and the full ROPO framework at 20 % symmetric label noise — then the results
+# table and the figures.   RUN_DIR=runs/quickstart by default; re-running resumes.
 source "$(dirname "$0")/_setup_env.sh" requirements.txt
 RUN_DIR="${RUN_DIR:-runs/quickstart}"
 start=$(date +%s)
-python scripts/loss_table.py --out_dir="$RUN_DIR/losses"
+python scripts/run_sweep.py --sweep=experiments/sweeps/quickstart.py:quick --root="$RUN_DIR"
+echo
+python scripts/results_table.py --root="$RUN_DIR"
+python scripts/loss_table.py --out_dir="$RUN_DIR/losses" > /dev/null
 python scripts/figures/gradient_weights.py --run_dir="$RUN_DIR/losses" --out=figures/gradient_weights.png
-echo "[quickstart] done in $(( $(date +%s) - start )) s; run directory: $RUN_DIR"
+python scripts/figures/score_distributions.py --runs="$RUN_DIR/dpo,$RUN_DIR/ropo,$RUN_DIR/ropo_full" \
+  --out=figures/score_distributions.png
+echo "[quickstart] done in $(( $(date +%s) - start )) s; run directories under $RUN_DIR, table in $RUN_DIR/results.md"

@@ -1,0 +1,42 @@
+"""ROPO ablations at 30 % symmetric noise (3 seeds each): α, ρ, rejection sampling on/off,
+filtering on/off (method=ropo is the loss alone), and every noise model for DPO vs ROPO-full."""
+
+SEEDS = (0, 1, 2)
+
+
+def _run(name, preset, seed, **overrides):
+    base = {"noise.kind": "symmetric", "noise.rate": 0.3, "noise.seed": seed, "seed": seed}
+    base.update(overrides)
+    return {
+        "name": f"{name}_seed{seed}",
+        "config": f"experiments/synthetic.py:{preset}",
+        "overrides": base,
+    }
+
+
+def get_sweep(arg=None):
+    preset = arg or "quick"
+    runs = []
+    for seed in SEEDS:
+        for alpha in (2.0, 6.0, 14.0, 30.0):
+            runs.append(
+                _run(f"alpha{alpha:g}", preset, seed, method="ropo_full", **{"loss.alpha": alpha})
+            )
+        for rho in (0.1, 0.2, 0.3, 0.4):
+            runs.append(
+                _run(f"rho{rho:g}", preset, seed, method="ropo_full", **{"ropo.filter_ratio": rho})
+            )
+        runs.append(_run("no_rs", preset, seed, method="ropo_full", **{"ropo.rs.enabled": False}))
+        runs.append(_run("no_filter", preset, seed, method="ropo"))
+        for kind, rate in (("bradley_terry", 1.0), ("length_biased", 0.3), ("source_biased", 1.0)):
+            for method in ("dpo", "ropo_full"):
+                runs.append(
+                    _run(
+                        f"{kind}_{method}",
+                        preset,
+                        seed,
+                        method=method,
+                        **{"noise.kind": kind, "noise.rate": rate},
+                    )
+                )
+    return runs

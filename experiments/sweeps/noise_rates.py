@@ -1,0 +1,25 @@
+"""Win rate vs noise rate: symmetric noise {0, 0.1, 0.2, 0.3, 0.4} × methods × 3 seeds."""
+
+METHODS = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full")
+RATES = (0.0, 0.1, 0.2, 0.3, 0.4)
+SEEDS = (0, 1, 2)
+
+
+def get_sweep(arg=None):
+    preset = arg or "quick"
+    return [
+        {
+            "name": f"{method}_noise{rate}_seed{seed}",
+            "config": f"experiments/synthetic.py:{preset}",
+            "overrides": {
+                "method": method,
+                "noise.kind": "symmetric",
+                "noise.rate": rate,
+                "noise.seed": seed,
+                "seed": seed,
+            },
+        }
+        for method in METHODS
+        for rate in RATES
+        for seed in SEEDS
+    ]

@@ -1,0 +1,20 @@
+"""The quickstart: six methods at 20 % symmetric noise on the quick synthetic benchmark."""
+
+METHODS = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full")
+
+
+def get_sweep(arg=None):
+    preset = arg or "quick"
+    return [
+        {
+            "name": method,
+            "config": f"experiments/synthetic.py:{preset}",
+            "overrides": {
+                "method": method,
+                "noise.kind": "symmetric",
+                "noise.rate": 0.2,
+                "seed": 0,
+            },
+        }
+        for method in METHODS
+    ]
