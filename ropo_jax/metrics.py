@@ -115,6 +115,17 @@ def _jsonable(x):
     raise TypeError(f"{type(x)} is not JSON serialisable")
 
 
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} → {"a/b": 1}, for writing nested results as metrics."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):

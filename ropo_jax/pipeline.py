@@ -22,7 +22,7 @@ from ropo_jax import ropo as ropo_lib
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
 from ropo_jax.data.prepared import load_prepared
-from ropo_jax.metrics import MetricsWriter
+from ropo_jax.metrics import MetricsWriter, flatten
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
@@ -133,9 +133,31 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     cache_dir = os.path.join(workdir, "cache")
     batch_size = int(config.eval.batch_size)
+    reference_key = scoring.params_hash(sft_params)  # once: hashing reads every weight
     reference = scoring.reference_logps(
-        model_config, sft_params, train_data, cache_dir=cache_dir, batch_size=batch_size, mesh=mesh
+        model_config,
+        sft_params,
+        train_data,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        mesh=mesh,
+        params_key=reference_key,
     )
+    heldout = None  # the held-out pairs and their reference log-probs
+    if "test" in paths:
+        test = load_prepared(paths["test"])
+        heldout = (
+            test,
+            scoring.reference_logps(
+                model_config,
+                sft_params,
+                test,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                mesh=mesh,
+                params_key=reference_key,
+            ),
+        )
     if config.method == "sft":  # supervised fine-tuning only; the SFT model is evaluated
         if not config.sft.enabled:
             raise ValueError("config.method='sft' needs config.sft.enabled=True")
@@ -148,9 +170,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             sft_params,
             train_data,
             reference,
-            paths,
+            heldout,
             writer=writer,
             mesh=mesh,
+            reference_key=reference_key,
         )
 
     results = evaluate(
@@ -162,6 +185,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         paths,
         train_data,
         reference,
+        heldout,
         scoring_loss=scoring_loss,
         mesh=mesh,
     )
@@ -172,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
-    writer.write({"stage": "final", **_flat(results)})
+    writer.write({"stage": "final", **flatten(results)})
     writer.close()
     return results
 
@@ -197,7 +221,17 @@ def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
 
 
 def _preference_rounds(
-    config, workdir, model_config, sft_params, train_data, reference, paths, *, writer, mesh
+    config,
+    workdir,
+    model_config,
+    sft_params,
+    train_data,
+    reference,
+    heldout,
+    *,
+    writer,
+    mesh,
+    reference_key,
 ):
     """Every method through the same loop (SPEC §3): ROPO's rounds filter and rejection-sample;
     the baselines' rounds only train, for the same number of epochs."""
@@ -212,20 +246,11 @@ def _preference_rounds(
     )
     batch_size = int(config.eval.batch_size)
     evaluate_round = None
-    if "test" in paths:
-        test = load_prepared(paths["test"])
-        test_ref = scoring.reference_logps(
-            model_config,
-            sft_params,
-            test,
-            cache_dir=os.path.join(workdir, "cache"),
-            batch_size=batch_size,
-            mesh=mesh,
-        )
+    if heldout is not None:
 
         def evaluate_round(params):
             return eval_lib.preference_accuracy(
-                model_config, params, test, test_ref, batch_size=batch_size, mesh=mesh
+                model_config, params, *heldout, batch_size=batch_size, mesh=mesh
             )
 
     params, rounds = ropo_lib.run_rounds(
@@ -244,6 +269,7 @@ def _preference_rounds(
         batch_size=batch_size,
         seed=int(config.seed),
         evaluate_round=evaluate_round,
+        reference_key=reference_key,
     )
     return params, loss, {"rounds": rounds}
 
@@ -257,12 +283,12 @@ def evaluate(
     paths,
     train_data,
     reference,
+    heldout,
     *,
     scoring_loss,
     mesh,
 ) -> dict[str, Any]:
     batch_size = int(config.eval.batch_size)
-    cache_dir = os.path.join(workdir, "cache")
     results: dict[str, Any] = {
         "method": config.method,
         "noise": {"kind": config.noise.kind, "rate": float(config.noise.rate)},
@@ -274,14 +300,10 @@ def evaluate(
         },
         "noise_identification": {"precision": None, "recall": None, "f1": None, "auroc": None},
     }
-    if "test" in paths:
-        test = load_prepared(paths["test"])
-        test_ref = scoring.reference_logps(
-            model_config, sft_params, test, cache_dir=cache_dir, batch_size=batch_size, mesh=mesh
-        )
+    if heldout is not None:
         results["eval"].update(
             eval_lib.preference_accuracy(
-                model_config, policy_params, test, test_ref, batch_size=batch_size, mesh=mesh
+                model_config, policy_params, *heldout, batch_size=batch_size, mesh=mesh
             )
         )
     # Noise identification on the training set with the final policy's per-example loss.
@@ -334,13 +356,3 @@ def _gold_evaluation(config, model_config, policy_params, sft_params, paths) -> 
     return eval_lib.gold_win_rate(
         prompts, policy, sft, lambda p, r: synthetic_task.gold_reward(task_config, p, r)
     )
-
-
-def _flat(results: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in results.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -32,6 +32,7 @@ from absl import logging
 
 from ropo_jax import eval_metrics, filtering, rejection_sampling, sampling, scoring, train, trainer
 from ropo_jax.data.prepared import PreferenceData, load_prepared
+from ropo_jax.metrics import flatten
 from ropo_jax.models import ModelConfig
 
 FILTER_MODES = ("recompute", "cumulative")
@@ -248,8 +249,10 @@ def run_rounds(
     batch_size: int = 64,
     seed: int = 0,
     evaluate_round=None,
+    reference_key: str | None = None,
 ):
-    """Runs the rounds and returns (final params, per-round summaries)."""
+    """Runs the rounds and returns (final params, per-round summaries). ``reference_key`` is
+    the reference parameters' hash (``scoring.params_hash``), computed once by the caller."""
     n = len(train_data)
     weights_N = np.ones(n, np.float32)
     rs_data: PreferenceData | None = None
@@ -378,7 +381,7 @@ def run_rounds(
             **round_eval,
         }
         _write_json(os.path.join(round_dir, "eval.json"), summary)
-        writer.write({"stage": f"round_{t}", "round": t, **_flat(summary)})
+        writer.write({"stage": f"round_{t}", "round": t, **flatten(summary)})
         np.save(os.path.join(round_dir, "weights_next.npy"), next_weights_N)
         _write_json(done_path, summary)
         logging.info("round %d: %s", t, summary)
@@ -389,13 +392,3 @@ def run_rounds(
 
 def step_config_for(template: train.StepConfig, loss: str, hyperparams: dict) -> train.StepConfig:
     return dataclasses.replace(template, loss=loss, hyperparams=tuple(sorted(hyperparams.items())))
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

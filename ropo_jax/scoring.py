@@ -93,14 +93,15 @@ def reference_logps(
     batch_size: int,
     mode: str = "bucketed",
     mesh=None,
+    params_key: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reference log-probs of every example, from ``cache_dir`` when this (data, reference)
-    pair was scored before, else computed once (a progress bar) and cached."""
+    pair was scored before, else computed once (a progress bar) and cached. ``params_key``:
+    ``params_hash(ref_params)`` when the caller already has it (hashing reads every weight)."""
     path = None
     if cache_dir:
-        key = hashlib.sha256((data.fingerprint() + params_hash(ref_params)).encode()).hexdigest()[
-            :24
-        ]
+        params_key = params_key or params_hash(ref_params)
+        key = hashlib.sha256((data.fingerprint() + params_key).encode()).hexdigest()[:24]
         path = os.path.join(cache_dir, f"ref_logps_{key}.npz")
         if os.path.exists(path):
             cached = np.load(path)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from ropo_jax import filtering, losses, models, sharding
+from ropo_jax import metrics as metrics_lib
 from ropo_jax.models import ModelConfig
 
 NAN_POLICIES = ("skip", "stop")
@@ -144,14 +145,7 @@ def _preference_micro_step(config: StepConfig, model_config, params, ref_params,
     (loss_sum, (aux, weight_B)), grads = jax.value_and_grad(weighted_loss_sum, has_aux=True)(params)
     real_B = (batch["weight"] > 0).astype(jnp.float32)
     sums = {"loss": loss_sum, "weight": jnp.sum(weight_B), "pairs": jnp.sum(real_B)}
-    for key in (
-        "rewards/chosen",
-        "rewards/rejected",
-        "rewards/margins",
-        "rewards/accuracies",
-        "logps/chosen",
-        "logps/rejected",
-    ):
+    for key in metrics_lib.PAIR_MEAN_KEYS:
         sums[key] = jnp.sum(real_B * aux[key])
     sums["tokens"] = jnp.sum(batch["segment_ids"] > 0).astype(jnp.float32)
     sums["filtered_in_batch"] = jnp.sum(real_B * (weight_B == 0))
