@@ -5,9 +5,10 @@ allocating anything: the step is lowered on abstract (shape-only) sharded inputs
     python scripts/memory_plan.py --models=mistral_7b,llama2_7b --layouts=1x8x1,1x4x2 \\
         --batch_pairs=8 --remat=full,dots --seq_len=1024
 
-The step: policy forward over chosen+rejected (2·pairs sequences), chunked log-probs, DPO loss
-with cached reference log-probs (no reference parameters), AdamW (float32 params and moments),
-state donated. Per device: arguments (params + optimizer state + batch), temporaries (peak
+The step is the project's own (``ropo_jax.train.make_train_step``): policy forward over
+chosen+rejected (2·pairs sequences), chunked log-probs, DPO loss with cached reference log-probs
+(no reference parameters), AdamW with clipping (float32 params and moments), state donated.
+Per device: arguments (params + optimizer state + batch), temporaries (peak
 activations/gradients), and their sum. Numbers are XLA's CPU-backend estimates; accelerator
 compilers schedule differently (see docs/models.md).
 """
@@ -22,10 +23,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
 from absl import app, flags
 
-from ropo_jax import losses, models, sharding
+from ropo_jax import models, optim, sharding, train
 
 _MODELS = flags.DEFINE_list("models", ["mistral_7b", "llama2_7b"], "Model presets.")
 _LAYOUTS = flags.DEFINE_list("layouts", ["1x8x1", "1x4x2", "2x4x1"], "data x fsdp x tensor.")
@@ -33,86 +33,63 @@ _BATCH = flags.DEFINE_list("batch_pairs", ["8"], "Global preference pairs per st
 _REMAT = flags.DEFINE_list("remat", ["full", "dots"], "Remat policies.")
 _SEQ = flags.DEFINE_integer("seq_len", 1024, "Tokens per sequence (prompt + response).")
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Compute dtype.")
+NAN_POLICY = "skip"
 
 
-def dpo_train_step(config, state, batch):
-    params, opt_state = state
+def abstract_batch(mesh, pairs: int, seq_len: int) -> dict:
+    """Shapes of one padded preference batch (the data pipeline's row format, K = 1)."""
+    rows = 2 * pairs
 
-    def loss_fn(p):
-        hidden_RTD = models.hidden_states(config, p, batch["tokens"])
-        logps_RT = losses.chunked_token_logps(
-            hidden_RTD[:, :-1],
-            models.unembedding(config, p),
-            batch["tokens"][:, 1:],
-            chunk_size=256,
+    def spec(shape, dtype):
+        return jax.ShapeDtypeStruct(
+            (1, *shape),
+            dtype,
+            sharding=jax.sharding.NamedSharding(
+                mesh,
+                sharding.logical_to_spec(
+                    (None, "batch") + (None,) * (len(shape) - 1), mesh, shape=(1, *shape)
+                ),
+            ),
         )
-        seq_logps_R = losses.sequence_logps(logps_RT, batch["loss_mask"][:, 1:])
-        chosen_B, rejected_B = jnp.split(seq_logps_R, 2)
-        loss_B, _ = losses.dpo_loss(
-            chosen_B, rejected_B, batch["ref_chosen"], batch["ref_rejected"], beta=0.1
-        )
-        return jnp.mean(loss_B)
 
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-
-OPTIMIZER = optax.adamw(5e-7, weight_decay=0.0)
+    batch = {
+        k: spec((rows, seq_len), jnp.int32)
+        for k in ("tokens", "positions", "segment_ids", "loss_mask", "sequence_index")
+    }
+    batch.update(
+        {
+            k: spec((pairs,), jnp.int32)
+            for k in ("example_index", "chosen_lengths", "rejected_lengths")
+        }
+    )
+    batch["is_flipped"] = spec((pairs,), jnp.bool_)
+    for key in ("weight", "ref_chosen_logps", "ref_rejected_logps"):
+        batch[key] = spec((pairs,), jnp.float32)
+    return batch
 
 
 def plan(preset: str, layout: str, pairs: int, remat: str, seq_len: int, dtype: str) -> dict:
+    """Lowers ropo_jax.train's DPO step (cached reference) on abstract sharded inputs."""
     config = models.ModelConfig.preset(preset, remat_policy=remat, dtype=dtype)
     mesh = sharding.make_mesh(tuple(int(x) for x in layout.split("x")))
-    abstract_params = jax.eval_shape(lambda: models.init_params(config, jax.random.key(0)))
-    param_shardings = sharding.tree_shardings(
-        mesh, models.param_logical_axes(config), abstract_params
+    optimizer = optim.make_optimizer(learning_rate=5e-7, total_steps=1000, warmup_steps=100)
+    abstract_state = jax.eval_shape(lambda: train.init_state(config, optimizer, jax.random.key(0)))
+    state_sharding = train.state_shardings(config, optimizer, mesh, abstract_state)
+    state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state,
+        state_sharding,
     )
-    abstract_opt = jax.eval_shape(OPTIMIZER.init, abstract_params)
-    # Optimizer moments mirror the parameters' shardings; scalars (step counts) are replicated.
-    opt_shardings = optax.tree_map_params(
-        OPTIMIZER,
-        lambda _, s: s,
-        abstract_opt,
-        param_shardings,
-        transform_non_params=lambda _: sharding.replicated(mesh),
-    )
-    rows = 2 * pairs
-    batch = {
-        "tokens": jax.ShapeDtypeStruct(
-            (rows, seq_len), jnp.int32, sharding=sharding.batch_sharding(mesh, 2)
-        ),
-        "loss_mask": jax.ShapeDtypeStruct(
-            (rows, seq_len), jnp.int32, sharding=sharding.batch_sharding(mesh, 2)
-        ),
-        "ref_chosen": jax.ShapeDtypeStruct(
-            (pairs,), jnp.float32, sharding=sharding.replicated(mesh)
-        ),
-        "ref_rejected": jax.ShapeDtypeStruct(
-            (pairs,), jnp.float32, sharding=sharding.replicated(mesh)
-        ),
-    }
-    state = (
-        jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract_params,
-            param_shardings,
-        ),
-        jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract_opt,
-            opt_shardings,
-        ),
+    step = train.make_train_step(
+        "preference",
+        train.StepConfig(loss="dpo", nan_policy=NAN_POLICY),
+        config,
+        optimizer,
+        state_sharding=state_sharding,
     )
     start = time.time()
-    step = jax.jit(
-        dpo_train_step,
-        static_argnums=0,
-        donate_argnums=1,
-        out_shardings=((param_shardings, opt_shardings), sharding.replicated(mesh)),
-    )
     with jax.set_mesh(mesh):  # activates the model's activation sharding constraints
-        compiled = step.lower(config, state, batch).compile()
+        compiled = step.lower(state, abstract_batch(mesh, pairs, seq_len), None).compile()
     seconds = time.time() - start
     memory = compiled.memory_analysis()
     gib = 1024**3
