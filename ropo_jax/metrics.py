@@ -57,6 +57,16 @@ def flops_per_token(config: ModelConfig, seq_len: int, *, backward: bool = True)
     return factor * (2 * n + attention)
 
 
+def accumulate(window: dict[str, float] | None, sums: dict[str, Any]) -> dict[str, float]:
+    """Adds one step's sums to a logging window, step by step in float64: the same totals
+    whatever the fetch grouping, and exactly JSON-serialisable (a checkpoint carries the open
+    window, so a resumed run logs the same numbers as an uninterrupted one)."""
+    window = dict(window or {})
+    for key, value in sums.items():
+        window[key] = window.get(key, 0.0) + float(np.asarray(value, np.float64))
+    return window
+
+
 def finalize(sums: dict[str, Any]) -> dict[str, float]:
     """Host-side means: the loss per unit weight, pair metrics per real pair."""
     sums = {k: float(np.asarray(v)) for k, v in sums.items()}
@@ -101,6 +111,25 @@ class MetricsWriter:
             for key, value in record.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self._tb.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def drop_after(self, stage: str, step: int) -> None:
+        """Removes ``stage``'s step records past ``step``: a resumed run logs those steps again,
+        so the file reads as if the run had never been interrupted."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = []
+        for line in lines:
+            record = json.loads(line)
+            if record.get("stage") == stage and (record.get("step") or 0) > step:
+                continue
+            kept.append(line)
+        if len(kept) < len(lines):
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.path)  # atomic: a kill now leaves the old or the new file
 
     def close(self) -> None:
         if self._tb is not None:

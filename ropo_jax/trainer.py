@@ -127,13 +127,15 @@ def run_stage(
         max_length=stage.max_length,
         indices=indices,
     )
-    start_step = 0
+    start_step, window = 0, None  # window: the sums since the last logged step
     if checkpointer.latest_step() is not None:
         state, record = checkpointer.restore(
             _abstract_with_shardings(abstract_state, state_sharding), expect=expect
         )
         iterator.set_state(record["iterator"])
         start_step = int(record["step"])
+        window = record.get("metrics_window")
+        writer.drop_after(stage.name, start_step)
         logging.info("%s: resumed at step %d of %d", stage.name, start_step, total_steps)
     else:
         state = jax.jit(init_fn, out_shardings=state_sharding)(init_params)
@@ -174,10 +176,16 @@ def run_stage(
         pending.append(sums)
         done = step + 1
         must_check = step_config.nan_policy == "stop" or done % stage.log_every == 0
-        if must_check or done == total_steps:
+        saving = done % stage.checkpoint_every == 0 or done == total_steps
+        nonfinite_now = 0.0
+        if must_check or saving:
             fetched = jax.device_get(pending)
             pending = []
-            totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *fetched)
+            for sums_of_step in fetched:
+                window = metrics_lib.accumulate(window, sums_of_step)
+            nonfinite_now = sum(float(f["nonfinite"]) for f in fetched)
+        if done % stage.log_every == 0 or done == total_steps:
+            totals, window = window, None
             seconds = time.perf_counter() - last_time
             last_time = time.perf_counter()
             record = {"stage": stage.name, "step": done, **metrics_lib.finalize(totals)}
@@ -189,25 +197,30 @@ def run_stage(
             record["mfu"] = (
                 flops / seconds / (peak * jax.device_count()) if peak and seconds > 0 else None
             )
-            if done % stage.log_every == 0 or done == total_steps:
-                writer.write(record)
-                progress.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    acc=f"{record.get('rewards/accuracies', float('nan')):.2f}",
-                    tok_s=f"{record['tokens_per_s'] or 0:.0f}",
-                )
-            if step_config.nan_policy == "stop" and totals["nonfinite"] > 0:
-                checkpointer.close()
-                raise FloatingPointError(
-                    f"{stage.name}: non-finite loss or gradient at step {done}; the last good "
-                    f"checkpoint is in {checkpointer.directory} (nan_policy='stop')"
-                )
+            writer.write(record)
+            progress.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                acc=f"{record.get('rewards/accuracies', float('nan')):.2f}",
+                tok_s=f"{record['tokens_per_s'] or 0:.0f}",
+            )
+        # nan_policy="stop" makes every step a check, so nonfinite_now is this step's count.
+        if step_config.nan_policy == "stop" and nonfinite_now > 0:
+            checkpointer.close()
+            raise FloatingPointError(
+                f"{stage.name}: non-finite loss or gradient at step {done}; the last good "
+                f"checkpoint is in {checkpointer.directory} (nan_policy='stop')"
+            )
         progress.update(1)
-        if done % stage.checkpoint_every == 0 or done == total_steps:
+        if saving:
             checkpointer.save(
                 done,
                 state,
-                {"step": done, "iterator": iterator.get_state(), **expect},
+                {
+                    "step": done,
+                    "iterator": iterator.get_state(),
+                    "metrics_window": window,
+                    **expect,
+                },
                 force=True,
             )
     progress.close()
