@@ -1,21 +1,21 @@
 """Prints a markdown table of the runs under a root directory (their ``results.json``) and writes
-it to ROOT/results.md. Reads run directories only.
+it to ROOT/results.md. Reads run directories only. ``--seeds=mean`` folds runs that differ only
+in their ``_seedN`` suffix into one row of mean ± sample std (n seeds).
 
     python scripts/results_table.py --root=runs/quickstart
+    python scripts/results_table.py --root=runs/noise_rates --seeds=mean
 """
 
 import argparse
-import json
 import os
 
+from ropo_jax import run_results
+
 COLUMNS = (
-    ("method", lambda r: r["method"]),
-    ("noise", lambda r: f"{r['noise']['kind']} {r['noise']['rate']:g}"),
-    ("seed", lambda r: r["seed"]),
-    ("gold win rate vs SFT", lambda r: r["eval"].get("gold_win_rate_vs_sft")),
-    ("gold reward", lambda r: r["eval"].get("gold_reward_mean")),
-    ("clean held-out acc.", lambda r: r["eval"].get("pref_accuracy_clean")),
-    ("noise AUROC", lambda r: r["noise_identification"].get("auroc")),
+    ("gold win rate vs SFT", run_results.win_rate),
+    ("gold reward", run_results.gold_reward),
+    ("clean held-out acc.", run_results.clean_accuracy),
+    ("noise AUROC", run_results.noise_auroc),
     ("noise F1 (top-ρ)", lambda r: r["noise_identification"].get("f1")),
 )
 
@@ -26,32 +26,41 @@ def _cell(value):
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def load_runs(root: str) -> list[dict]:
-    runs = []
-    for name in sorted(os.listdir(root)):
-        path = os.path.join(root, name, "results.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                runs.append({"run": name, **json.load(f)})
-    return runs
+def _noise(run):
+    return f"{run['noise']['kind']} {run['noise']['rate']:g}"
 
 
-def table(runs: list[dict]) -> str:
-    header = "| run | " + " | ".join(c for c, _ in COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+def per_run_table(runs: list[dict]) -> str:
+    header = ["run", "method", "noise", "seed", *(c for c, _ in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in runs:
-        lines.append(f"| {r['run']} | " + " | ".join(_cell(f(r)) for _, f in COLUMNS) + " |")
+        cells = [r["run"], r["method"], _noise(r), r["seed"], *(f(r) for _, f in COLUMNS)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def seed_mean_table(runs: list[dict]) -> str:
+    header = ["variant", "method", "noise", "seeds", *(c for c, _ in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, group in run_results.group_by(runs, run_results.run_prefix).items():
+        cells = [variant, group[0]["method"], _noise(group[0]), str(len(group))]
+        for _, get in COLUMNS:
+            xs = run_results.values(group, get)
+            mean, std = run_results.mean_std(xs)
+            cells.append(f"{mean:.3f} ± {std:.3f}" if xs else "–")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
+    parser.add_argument("--seeds", choices=("each", "mean"), default="each")
     args = parser.parse_args()
-    runs = load_runs(args.root)
+    runs = run_results.load_runs(args.root)
     if not runs:
         raise SystemExit(f"no run directory with results.json under {args.root}")
-    text = table(runs)
+    text = seed_mean_table(runs) if args.seeds == "mean" else per_run_table(runs)
     print(text)
     with open(os.path.join(args.root, "results.md"), "w") as f:
         f.write(text + "\n")

@@ -1,0 +1,76 @@
+"""Reading finished run directories (their ``results.json``, SPEC §5 keys) for tables and
+figures. Imports neither JAX nor the models: figure scripts run anywhere the run directories are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def load_runs(root: str) -> list[dict[str, Any]]:
+    """Every ``ROOT/NAME/results.json``, sorted by NAME, each with ``"run": NAME`` added."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such run root (run the sweep first)")
+    runs = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name, "results.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                runs.append({"run": name, **json.load(f)})
+    return runs
+
+
+def run_prefix(run: dict[str, Any]) -> str:
+    """The run name without its ``_seedN`` suffix: the variant a set of seeds repeats."""
+    name = run["run"]
+    head, sep, tail = name.rpartition("_seed")
+    return head if sep and tail.isdigit() else name
+
+
+def group_by(
+    runs: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
+) -> dict[Any, list[dict[str, Any]]]:
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(key(run), []).append(run)
+    return groups
+
+
+def values(runs: Iterable[dict[str, Any]], get: Callable[[dict[str, Any]], Any]) -> list[float]:
+    """``get(run)`` for each run, skipping runs where it is None (a metric the run lacks)."""
+    out = []
+    for run in runs:
+        value = get(run)
+        if value is not None:
+            out.append(float(value))
+    return out
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value; NaN for none)."""
+    if not xs:
+        return math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def win_rate(run: dict[str, Any]) -> float | None:
+    return run["eval"].get("gold_win_rate_vs_sft")
+
+
+def gold_reward(run: dict[str, Any]) -> float | None:
+    return run["eval"].get("gold_reward_mean")
+
+
+def clean_accuracy(run: dict[str, Any]) -> float | None:
+    return run["eval"].get("pref_accuracy_clean")
+
+
+def noise_auroc(run: dict[str, Any]) -> float | None:
+    return run["noise_identification"].get("auroc")
