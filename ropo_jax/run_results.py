@@ -60,6 +60,31 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def paired_deltas(
+    group: Iterable[dict[str, Any]],
+    runs: Iterable[dict[str, Any]],
+    get: Callable[[dict[str, Any]], Any],
+    *,
+    baseline_method: str = "dpo",
+) -> list[float]:
+    """``get(run) − get(baseline)`` for each run of ``group``, the baseline being the run of
+    ``baseline_method`` with the same noise (kind, rate) and seed. Pairing by seed shares the
+    SFT model, the noise draw and the data order, so the seed-to-seed spread, which is much
+    larger than the differences between methods, cancels."""
+    baselines = {
+        (r["noise"]["kind"], r["noise"]["rate"], r["seed"]): r
+        for r in runs
+        if r["method"] == baseline_method
+    }
+    deltas = []
+    for run in group:
+        base = baselines.get((run["noise"]["kind"], run["noise"]["rate"], run["seed"]))
+        if base is None or get(run) is None or get(base) is None:
+            continue
+        deltas.append(float(get(run)) - float(get(base)))
+    return deltas
+
+
 def win_rate(run: dict[str, Any]) -> float | None:
     return run["eval"].get("gold_win_rate_vs_sft")
 

@@ -3,7 +3,7 @@ it to ROOT/results.md. Reads run directories only. ``--seeds=mean`` folds runs t
 in their ``_seedN`` suffix into one row of mean ± sample std (n seeds).
 
     python scripts/results_table.py --root=runs/quickstart
-    python scripts/results_table.py --root=runs/noise_rates --seeds=mean
+    python scripts/results_table.py --root=runs/noise_rates --seeds=mean --baseline=dpo
 """
 
 import argparse
@@ -39,8 +39,10 @@ def per_run_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def seed_mean_table(runs: list[dict]) -> str:
+def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
+    paired = [f"Δ win rate vs {baseline} (paired)", f"Δ gold reward vs {baseline} (paired)"]
     header = ["variant", "method", "noise", "seeds", *(c for c, _ in COLUMNS)]
+    header += paired if baseline else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, group in run_results.group_by(runs, run_results.run_prefix).items():
         cells = [variant, group[0]["method"], _noise(group[0]), str(len(group))]
@@ -48,6 +50,10 @@ def seed_mean_table(runs: list[dict]) -> str:
             xs = run_results.values(group, get)
             mean, std = run_results.mean_std(xs)
             cells.append(f"{mean:.3f} ± {std:.3f}" if xs else "–")
+        for get in (run_results.win_rate, run_results.gold_reward) if baseline else ():
+            deltas = run_results.paired_deltas(group, runs, get, baseline_method=baseline)
+            mean, std = run_results.mean_std(deltas)
+            cells.append(f"{mean:+.3f} ± {std:.3f}" if deltas else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -56,11 +62,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
     parser.add_argument("--seeds", choices=("each", "mean"), default="each")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="with --seeds=mean: add each variant's difference to this method's run of the same "
+        "noise and seed (mean ± std of the paired differences)",
+    )
     args = parser.parse_args()
     runs = run_results.load_runs(args.root)
     if not runs:
         raise SystemExit(f"no run directory with results.json under {args.root}")
-    text = seed_mean_table(runs) if args.seeds == "mean" else per_run_table(runs)
+    by_seed = args.seeds == "mean"
+    text = seed_mean_table(runs, args.baseline) if by_seed else per_run_table(runs)
     print(text)
     with open(os.path.join(args.root, "results.md"), "w") as f:
         f.write(text + "\n")

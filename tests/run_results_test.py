@@ -70,13 +70,21 @@ def test_seed_folding_and_statistics(noise_sweep):
     assert all(x != x for x in run_results.mean_std([]))  # NaN, NaN
     assert run_results.mean_std([0.5]) == (0.5, 0.0)
     assert run_results.run_prefix({"run": "no_seed_suffix"}) == "no_seed_suffix"
+    # Paired by seed, ropo_full is +0.02 above dpo for every seed: no spread at all.
+    deltas = run_results.paired_deltas(groups["ropo_full_noise0.2"], runs, run_results.win_rate)
+    assert deltas == pytest.approx([0.02, 0.02, 0.02])
 
 
 def test_results_table_folds_seeds(noise_sweep):
     out = _run("scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean").stdout
     row = next(line for line in out.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
     assert "| 3 | 0.620 ± 0.020 |" in row
-    assert (noise_sweep / "results.md").read_text().strip() == out.strip()
+    paired = _run(
+        "scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean", "--baseline=dpo"
+    ).stdout
+    row = next(line for line in paired.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
+    assert row.endswith("| +0.020 ± 0.000 | +0.020 ± 0.000 |")
+    assert (noise_sweep / "results.md").read_text().strip() == paired.strip()
 
 
 def test_noise_figures(noise_sweep, tmp_path_factory):

@@ -12,9 +12,9 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ropo_jax import run_results  # noqa: E402
+from ropo_jax import run_results
 
 COMPONENTS = (
     ("DPO", "dpo"),

@@ -5,7 +5,8 @@ the pairs whose labels are most likely flipped — while ROPO (α > 2) caps the 
 lowers it for those pairs. Reads ``loss_table.json`` from a run directory written by
 ``scripts/loss_table.py``; does not import JAX.
 
-    python scripts/figures/gradient_weights.py --run_dir=runs/losses --out=figures/gradient_weights.png
+    python scripts/figures/gradient_weights.py --run_dir=runs/losses \
+        --out=figures/gradient_weights.png
 """
 
 import argparse
@@ -15,7 +16,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 STYLE = {
     "DPO": dict(color="black", lw=2.2),
@@ -34,7 +35,9 @@ def main():
     args = parser.parse_args()
     path = os.path.join(args.run_dir, "loss_table.json")
     if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: run `python scripts/loss_table.py --out_dir={args.run_dir}`")
+        raise SystemExit(
+            f"{path} not found: run `python scripts/loss_table.py --out_dir={args.run_dir}`"
+        )
     with open(path) as f:
         table = json.load(f)
     grid = table["beta_margin_grid"]

@@ -3,7 +3,8 @@ label was flipped" (SPEC §5), one panel per noise rate, one line per method (me
 seeds). Round r's score is the loss under the policy trained through round r. Reads run
 directories only.
 
-    python scripts/figures/noise_id_rounds.py --root=runs/noise_rates --out=figures/noise_id_rounds.png
+    python scripts/figures/noise_id_rounds.py --root=runs/noise_rates \
+        --out=figures/noise_id_rounds.png
 """
 
 import argparse
@@ -12,9 +13,9 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ropo_jax import run_results  # noqa: E402
+from ropo_jax import run_results
 
 
 def _round_metric(run, index, metric):

@@ -1,6 +1,7 @@
-"""Win rate (and clean held-out accuracy, gold reward) against the label-noise rate, one line
-per method, mean ± sample std over seeds with every seed drawn as a dot — the paper's claim that
-DPO degrades with noise and ROPO's advantage grows with it. Reads run directories only.
+"""Win rate (its difference to DPO paired by seed, clean held-out accuracy, gold reward) against
+the label-noise rate, one line per method, mean ± sample std over seeds with every seed a dot —
+the paper's claim that DPO degrades with noise and ROPO's advantage grows with it. Reads run
+directories only.
 
     python scripts/figures/noise_sweep.py --root=runs/noise_rates --out=figures/noise_sweep.png
 """
@@ -11,12 +12,13 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ropo_jax import run_results  # noqa: E402
+from ropo_jax import run_results
 
 PANELS = (
     ("gold win rate vs SFT", run_results.win_rate),
+    ("Δ gold win rate vs DPO (paired by seed)", None),
     ("gold reward (mean)", run_results.gold_reward),
     ("clean held-out preference accuracy", run_results.clean_accuracy),
 )
@@ -36,12 +38,18 @@ def main():
     if not runs:
         raise SystemExit(f"no run directory with results.json under {args.root}")
     by_method = run_results.group_by(runs, lambda r: r["method"])
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.6 * len(PANELS), 3.6), dpi=150)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.6), dpi=150)
     for ax, (label, get) in zip(axes, PANELS, strict=True):
         for i, method in enumerate(sorted(by_method, key=_method_key)):
             by_rate = run_results.group_by(by_method[method], lambda r: r["noise"]["rate"])
             rates = sorted(by_rate)
-            stats = [run_results.mean_std(run_results.values(by_rate[x], get)) for x in rates]
+
+            def seed_values(rate, get=get, by_rate=by_rate):
+                if get is None:  # the paired panel: differences to DPO of the same seed
+                    return run_results.paired_deltas(by_rate[rate], runs, run_results.win_rate)
+                return run_results.values(by_rate[rate], get)
+
+            stats = [run_results.mean_std(seed_values(x)) for x in rates]
             # Methods are offset a little on x so that overlapping seed dots stay visible.
             shift = (i - len(by_method) / 2) * 0.003
             xs = [x + shift for x in rates]
@@ -56,7 +64,7 @@ def main():
                 label=method,
             )
             for x, rate in zip(xs, rates, strict=True):
-                ys = run_results.values(by_rate[rate], get)
+                ys = seed_values(rate)
                 ax.scatter([x] * len(ys), ys, s=5, alpha=0.35, color=line[0].get_color())
         ax.set_xlabel("symmetric label-noise rate")
         ax.set_title(label, fontsize=9)
