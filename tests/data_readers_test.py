@@ -480,6 +480,28 @@ def test_sft_rows_prepare_and_load(tmp_path, word_tokenizer):
     assert [p.reason for p in log.problems] == ["empty response"]
 
 
+def test_prepare_splits_reuses_and_refuses(tmp_path, word_tokenizer):
+    from ropo_jax.data.prepare import prepare_splits
+
+    inputs = {
+        "train": ("ultrafeedback", fixture("ultrafeedback.jsonl")),
+        "sft": ("sft", fixture("sft.jsonl")),
+    }
+    options = dict(tokenizer=word_tokenizer, max_length=256, max_prompt_length=128)
+    paths = prepare_splits(str(tmp_path), inputs, **options)
+    assert paths == {split: str(tmp_path / split) for split in inputs}
+    assert load_prepared(paths["train"]).manifest["source_format"] == "ultrafeedback"
+    assert load_prepared(paths["sft"]).manifest["kind"] == "sft"
+    stamp = os.path.getmtime(tmp_path / "train" / "tokens.npy")
+    assert prepare_splits(str(tmp_path), inputs, **options) == paths  # a re-run reuses them
+    assert os.path.getmtime(tmp_path / "train" / "tokens.npy") == stamp
+    other = {"train": ("tldr", fixture("tldr.jsonl"))}
+    with pytest.raises(DataError, match="use a new run directory"):
+        prepare_splits(str(tmp_path), other, **options)
+    with pytest.raises(DataError, match="use a new run directory"):
+        prepare_splits(str(tmp_path), inputs, **{**options, "max_length": 512})
+
+
 def _write(path, text):
     path.write_text(text + "\n", encoding="utf-8")
     return path

@@ -13,6 +13,7 @@ input, exit 2 with ``PATH:LINE: reason`` for the first 20 problems and a count, 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import sys
 
@@ -125,6 +126,48 @@ def prepare(
     if log.problems:
         log.write(os.path.join(output_dir, "skipped.jsonl"))
     return summary
+
+
+def prepare_splits(
+    directory: str, inputs: dict[str, tuple[str, str]], *, tokenizer: str, **options
+) -> dict[str, str]:
+    """Prepares raw files inside a run: ``inputs`` maps a split name to ``(format, input)``; each
+    goes to ``directory/<split>`` through :func:`prepare` with the shared ``options``. A split
+    already prepared from the same format, input, tokenizer and limits is reused (a re-run
+    resumes); one prepared from anything else is an error rather than silently replaced.
+    Returns ``{split: prepared directory}``."""
+    paths = {}
+    for split, (format, input) in inputs.items():
+        output_dir = os.path.join(directory, split)
+        wanted = {
+            "source_format": format,
+            "input": os.path.expanduser(input),
+            "tokenizer": os.path.expanduser(tokenizer),
+            "max_length": options.get("max_length", 1024),
+            "max_prompt_length": options.get("max_prompt_length", 512),
+        }
+        manifest_path = os.path.join(output_dir, "manifest.json")
+        if os.path.isfile(manifest_path):
+            with open(manifest_path, encoding="utf-8") as f:
+                manifest = json.load(f)
+            found = {k: manifest.get(k) for k in wanted}
+            if found != wanted:
+                raise DataError(
+                    f"{output_dir} was prepared from {found}, not {wanted}; use a new run "
+                    "directory for other data"
+                )
+        else:
+            summary = prepare(
+                format=format,
+                input=input,
+                tokenizer=tokenizer,
+                output_dir=output_dir,
+                progress=False,
+                **options,
+            )
+            logging.info("%s", summary_line(summary, output_dir))
+        paths[split] = output_dir
+    return paths
 
 
 def summary_line(summary: dict, output_dir: str) -> str:
