@@ -62,13 +62,19 @@ def generate_responses(
     seed: int,
     batch_size: int,
     chat_template: str | None = None,
+    max_prompt_length: int | None = None,
 ) -> list[str]:
-    """Decoded responses (EOS stripped) for text prompts, encoded exactly as in training."""
+    """Decoded responses (EOS stripped) for prompts (text, or chat messages rendered with the
+    chat template), encoded exactly as in training: a prompt longer than ``max_prompt_length``
+    keeps its BOS and its last tokens."""
     tokenizer = load_tokenizer(tokenizer_dir)
     encoder = Encoder(
         tokenizer, Limits(max_length=2**30, max_prompt_length=2**29), chat_template=chat_template
     )
     prompt_ids = [encoder.prompt_ids(p) for p in prompts]
+    if max_prompt_length:
+        bos = tokenizer.bos_id
+        prompt_ids = [_truncate_left(ids, max_prompt_length, bos) for ids in prompt_ids]
     outputs = sampling.generate(
         model_config,
         params,
@@ -79,6 +85,14 @@ def generate_responses(
     )
     eos = tokenizer.eos_id
     return [tokenizer.decode([t for t in out if t != eos]).strip() for out in outputs]
+
+
+def _truncate_left(ids: list[int], limit: int, bos: int | None) -> list[int]:
+    """The prompt truncation of ``data.encode``: keep the BOS and the last tokens."""
+    if len(ids) <= limit:
+        return ids
+    head = ids[:1] if bos is not None and ids[:1] == [bos] else []
+    return head + ids[len(ids) - (limit - len(head)) :]
 
 
 def gold_win_rate(
@@ -99,12 +113,22 @@ def gold_win_rate(
     }
 
 
-def write_alpaca_eval(path: str, prompts: list[str], responses: list[str], generator: str) -> None:
-    """Generations in AlpacaEval's JSON format (``instruction``, ``output``, ``generator``)."""
+def write_alpaca_eval(
+    path: str,
+    prompts: list[str],
+    responses: list[str],
+    generator: str,
+    datasets: list[str | None] | None = None,
+) -> None:
+    """Generations in AlpacaEval's JSON format (``instruction``, ``output``, ``generator``, and
+    ``dataset`` where the prompt set names one)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    rows = [
-        {"instruction": p, "output": r, "generator": generator}
-        for p, r in zip(prompts, responses, strict=True)
-    ]
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=1)
+    datasets = datasets or [None] * len(prompts)
+    rows = []
+    for p, r, d in zip(prompts, responses, datasets, strict=True):
+        row = {"instruction": p, "output": r, "generator": generator}
+        if d is not None:
+            row["dataset"] = d
+        rows.append(row)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1, ensure_ascii=False)

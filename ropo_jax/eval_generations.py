@@ -1,0 +1,189 @@
+"""Generation-based evaluation on real data sets (SPEC §5, §6): the policy and the SFT model answer
+a prompt set; the responses are written in AlpacaEval's format for an external judge (the paper's
+GPT-4 win rate), and optionally scored by a local reward model (:mod:`ropo_jax.reward_model`).
+
+Prompt sets (``read_prompts``):
+
+- ``alpaca_eval``: a JSON array or JSON Lines of ``{"instruction", ["output"], ["generator"],
+  ["dataset"]}`` rows — AlpacaEval's own ``alpaca_eval.json`` (805 prompts); ``output`` is kept
+  as the reference response and ``dataset`` is copied to the written files;
+- ``tldr``: Reddit TL;DR comparison rows (the ``tldr`` reader of ``ropo_jax.data``, e.g. the test
+  split): one prompt per post, the chosen summary of its first comparison as the reference.
+
+``prompt_style`` says how a prompt reaches the model: ``chat`` renders the instruction as one
+user turn with the chat template (UltraFeedback, Alpaca); ``text`` gives the text itself (TL;DR).
+Prompts are tokenized as in training (``data.encode``: BOS, left truncation to the training
+``max_prompt_length``). ``num_prompts`` > 0 takes a fixed subset, the prompts with the smallest
+hashes of their text, in file order — the same subset for every run and file order.
+
+Written files (``output_dir``): ``policy.json``, ``sft.json`` and, when the prompt set has
+reference responses, ``reference.json``; then e.g.
+``alpaca_eval --model_outputs policy.json --reference_outputs sft.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any
+
+from absl import logging
+
+from ropo_jax import eval as eval_lib
+from ropo_jax import sampling
+from ropo_jax.data import formats
+from ropo_jax.data.errors import DataError, ProblemLog
+from ropo_jax.data.example import Message, Text
+from ropo_jax.data.sources import iter_rows
+from ropo_jax.models import ModelConfig
+
+PROMPT_FORMATS = ("alpaca_eval", "tldr")
+PROMPT_STYLES = ("chat", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPrompt:
+    instruction: str  # the judge's "instruction" (the prompt text)
+    reference: str | None = None  # a reference response, when the prompt set has one
+    dataset: str | None = None  # AlpacaEval's "dataset" field
+
+    def model_prompt(self, style: str) -> Text:
+        return (Message("user", self.instruction),) if style == "chat" else self.instruction
+
+
+def read_prompts(path: str, *, format: str, num_prompts: int = 0) -> list[EvalPrompt]:
+    """The prompt set at ``path`` (see the module docstring); DataError on bad rows."""
+    if format not in PROMPT_FORMATS:
+        raise DataError(f"eval prompts format {format!r}: expected one of {PROMPT_FORMATS}")
+    path = os.path.expanduser(path)
+    log = ProblemLog("fail")
+    prompts = _read_tldr(path, log) if format == "tldr" else _read_alpaca_eval(path, log)
+    log.raise_if_failed(hint="fix the evaluation prompt file")
+    if not prompts:
+        raise DataError(f"{path}: no evaluation prompts")
+    if 0 < num_prompts < len(prompts):
+        digest = lambda p: hashlib.blake2b(p.instruction.encode(), digest_size=8).digest()
+        chosen = set(sorted(range(len(prompts)), key=lambda i: digest(prompts[i]))[:num_prompts])
+        prompts = [p for i, p in enumerate(prompts) if i in chosen]
+    return prompts
+
+
+def _read_alpaca_eval(path: str, log: ProblemLog) -> list[EvalPrompt]:
+    prompts = []
+    for line, row in iter_rows(path, log):
+        if not isinstance(row, dict):
+            log.add(path, line, f"expected a JSON object, got {type(row).__name__}")
+            continue
+        instruction = row.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            log.add(path, line, "field 'instruction' must be a non-empty string")
+            continue
+        bad = [k for k in ("output", "dataset") if not isinstance(row.get(k), str | None)]
+        if bad:
+            log.add(path, line, f"field '{bad[0]}' must be a string")
+            continue
+        prompts.append(EvalPrompt(instruction, row.get("output"), row.get("dataset")))
+    return prompts
+
+
+def _read_tldr(path: str, log: ProblemLog) -> list[EvalPrompt]:
+    located, _ = formats.read_examples("tldr", path, log)
+    seen, prompts = set(), []
+    for _, _, example in located:
+        if example.prompt not in seen:
+            seen.add(example.prompt)
+            prompts.append(EvalPrompt(example.prompt, example.chosen.strip()))
+    return prompts
+
+
+def write_generations(
+    output_dir: str,
+    prompts: list[EvalPrompt],
+    responses: dict[str, list[str]],
+    generators: dict[str, str],
+) -> dict[str, str]:
+    """``output_dir/<name>.json`` per entry of ``responses`` (AlpacaEval format, generator
+    ``generators[name]``), plus ``reference.json`` when every prompt has a reference."""
+    instructions = [p.instruction for p in prompts]
+    datasets = [p.dataset for p in prompts]
+    files = {}
+    for name, outputs in responses.items():
+        files[name] = os.path.join(output_dir, f"{name}.json")
+        eval_lib.write_alpaca_eval(files[name], instructions, outputs, generators[name], datasets)
+    if all(p.reference is not None for p in prompts):
+        files["reference"] = os.path.join(output_dir, "reference.json")
+        eval_lib.write_alpaca_eval(
+            files["reference"], instructions, [p.reference for p in prompts], "reference", datasets
+        )
+    return files
+
+
+def evaluate_generations(
+    model_config: ModelConfig,
+    policy_params,
+    sft_params,
+    *,
+    prompts_path: str,
+    prompts_format: str,
+    prompt_style: str,
+    num_prompts: int,
+    tokenizer_dir: str,
+    chat_template: str | None,
+    max_prompt_length: int,
+    sampling_config: sampling.SamplingConfig,
+    seed: int,
+    batch_size: int,
+    output_dir: str,
+    generator: str,
+    reward_model: str | None = None,
+    reward_batch_size: int = 8,
+    reward_device: str = "auto",
+    write: bool = True,
+) -> dict[str, Any]:
+    """Generates with the policy and the SFT model (same prompts, same RNG), writes the AlpacaEval
+    files when ``write`` (process 0), and scores both with ``reward_model`` when given.
+
+    Returns ``{"eval": {reward metrics, or nothing}, "generations": {files, counts}}``.
+    """
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"eval.prompt_style={prompt_style!r}: expected one of {PROMPT_STYLES}")
+    prompts = read_prompts(prompts_path, format=prompts_format, num_prompts=num_prompts)
+    kwargs = dict(
+        tokenizer_dir=tokenizer_dir,
+        sampling_config=sampling_config,
+        seed=seed,
+        batch_size=batch_size,
+        chat_template=chat_template,
+        max_prompt_length=max_prompt_length,
+    )
+    model_prompts = [p.model_prompt(prompt_style) for p in prompts]
+    responses = {}
+    for name, params in (("policy", policy_params), ("sft", sft_params)):
+        responses[name] = eval_lib.generate_responses(model_config, params, model_prompts, **kwargs)
+    logging.info(
+        "sample generation: %r → %r (SFT: %r)",
+        prompts[0].instruction,
+        responses["policy"][0],
+        responses["sft"][0],
+    )
+    files = {}
+    if write:
+        generators = {"policy": generator, "sft": "sft"}
+        files = write_generations(output_dir, prompts, responses, generators)
+    result: dict[str, Any] = {
+        "eval": {},
+        "generations": {"num_prompts": len(prompts), "files": files},
+    }
+    if reward_model:
+        from ropo_jax import reward_model as reward_lib  # PyTorch: imported only when used
+
+        scorer = reward_lib.RewardModel(reward_model, device=reward_device)
+        instructions = [p.instruction for p in prompts]
+        rewards = {
+            name: scorer.score(instructions, outputs, batch_size=reward_batch_size)
+            for name, outputs in responses.items()
+        }
+        result["eval"] = reward_lib.compare(rewards["policy"], rewards["sft"])
+        result["eval"]["reward_model"] = reward_model
+    return result
