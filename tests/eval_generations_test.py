@@ -162,3 +162,19 @@ def test_text_style_and_bad_style(tmp_path):
         assert all(r["instruction"].endswith("TL;DR:") for r in json.load(f))
     with pytest.raises(ValueError, match="prompt_style"):
         _evaluate(tmp_path, (params, params), config, prompt_style="markdown")
+
+
+def test_stored_tokenizer_is_the_byte_tokenizer(tmp_path):
+    """tests/fixtures/tokenizers/byte_bpe is ``build_byte_tokenizer``'s output, stored so that
+    configs can name it: the same ids, specials and chat template."""
+    from data_readers_test import build_byte_tokenizer
+
+    from ropo_jax.data.tokenizer import load_tokenizer
+
+    stored = load_tokenizer(BYTE_TOKENIZER)
+    built = load_tokenizer(build_byte_tokenizer(str(tmp_path)))
+    assert (stored.vocab_size, stored.bos_id, stored.eos_id, stored.pad_id) == (259, 1, 2, 0)
+    assert stored.chat_template == built.chat_template
+    text = "Écris un poème court sur la mer 👋 (神奈川)"
+    assert stored.encode(text) == built.encode(text)
+    assert stored.encode(text, continuation=True) == built.encode(text, continuation=True)
