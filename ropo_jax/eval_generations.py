@@ -141,8 +141,9 @@ def evaluate_generations(
     reward_device: str = "auto",
     write: bool = True,
 ) -> dict[str, Any]:
-    """Generates with the policy and the SFT model (same prompts, same RNG), writes the AlpacaEval
-    files when ``write`` (process 0), and scores both with ``reward_model`` when given.
+    """Generates with the policy and the SFT model (same prompts, same RNG); the writing process
+    (``write``: process 0, which writes the run's results) writes the AlpacaEval files and scores
+    both with ``reward_model`` when given.
 
     Returns ``{"eval": {reward metrics, or nothing}, "generations": {files, counts}}``.
     """
@@ -175,7 +176,7 @@ def evaluate_generations(
         "eval": {},
         "generations": {"num_prompts": len(prompts), "files": files},
     }
-    if reward_model:
+    if reward_model and write:
         from ropo_jax import reward_model as reward_lib  # PyTorch: imported only when used
 
         scorer = reward_lib.RewardModel(reward_model, device=reward_device)

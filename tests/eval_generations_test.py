@@ -148,8 +148,10 @@ def test_evaluate_generations_with_a_reward_model(tmp_path):
     # The same params answer identically (same prompts, same RNG): every comparison ties.
     same = _evaluate(tmp_path / "same", (policy, policy), config, reward_model=rm)
     assert same["eval"]["reward_win_rate_vs_sft"] == 0.5
-    # Process > 0 generates but writes nothing; no reward model, no reward metrics.
-    quiet = _evaluate(tmp_path / "quiet", (policy, sft), config, write=False, num_prompts=2)
+    # Process > 0 generates but neither writes nor scores (process 0 writes the results).
+    quiet = _evaluate(
+        tmp_path / "quiet", (policy, sft), config, write=False, num_prompts=2, reward_model=rm
+    )
     assert quiet["generations"] == {"num_prompts": 2, "files": {}} and quiet["eval"] == {}
     assert not os.path.exists(tmp_path / "quiet" / "eval")
 
