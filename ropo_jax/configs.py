@@ -38,6 +38,22 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(
         dict(train="", test="", sft="", tokenizer="", eval_prompts="", chat_template="")
     )
+    # Raw files prepared inside the run into WORKDIR/data/<split> (the splits named here instead
+    # of data.train/test/sft), with data.tokenizer and data.chat_template: for small data such as
+    # the smoke variants' fixtures. Full-size data is prepared once with ropo_jax.data.prepare.
+    c.data.raw = ml_collections.ConfigDict(
+        dict(
+            format="",  # a --format of ropo_jax.data.prepare for train/test; sft is always "sft"
+            train="",
+            test="",
+            sft="",
+            max_length=1024,
+            max_prompt_length=512,
+            on_error="fail",
+            pairing="best_vs_worst",
+            include_cnndm=False,
+        )
+    )
     c.noise = ml_collections.ConfigDict(
         dict(kind="none", rate=0.0, seed=0, temperature=1.0, source_strengths="")
     )
@@ -98,6 +114,18 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.eval = ml_collections.ConfigDict(
         dict(batch_size=64, temperature=0.7, top_p=1.0, max_new_tokens=64, generate_batch_size=64)
+    )
+    # Real data sets (task="prepared" with data.eval_prompts set): the policy's and the SFT
+    # model's responses in AlpacaEval's format for an external judge (ropo_jax/eval_generations.py)
+    # and, with eval.reward_model, reward-model scores of both.
+    c.eval.update(
+        prompts_format="alpaca_eval",  # "alpaca_eval" (instruction[, output]) or "tldr"
+        prompt_style="chat",  # "chat": the instruction is one user turn; "text": the prompt itself
+        num_prompts=0,  # 0: every prompt of the file; else a fixed subset of this size
+        generator="",  # the name in the files' "generator" field; "" = method_noise_seed
+        reward_model="",  # a Hugging Face sequence-classification model directory (PyTorch)
+        reward_batch_size=8,
+        reward_device="auto",  # "auto" (CUDA when available), "cpu" or "cuda"
     )
     c.tensorboard = True
     # XLA's persistent compilation cache: later runs and sweep members with the same shapes load

@@ -17,10 +17,12 @@ import numpy as np
 from absl import logging
 
 from ropo_jax import eval as eval_lib
-from ropo_jax import losses, models, sampling, scoring, sharding, train, trainer
+from ropo_jax import eval_generations, losses, models, sampling, scoring, sharding, train, trainer
 from ropo_jax import ropo as ropo_lib
+from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
+from ropo_jax.data.prepare import prepare_splits
 from ropo_jax.data.prepared import load_prepared
 from ropo_jax.metrics import MetricsWriter, flatten
 from ropo_jax.synthetic import dataset as synthetic_dataset
@@ -69,7 +71,10 @@ def data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str
         )
     if config.task != "prepared":
         raise ValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
-    paths = {k: v for k, v in dict(config.data).items() if v}
+    paths = {k: v for k, v in dict(config.data).items() if isinstance(v, str) and v}
+    raw = config.data.raw
+    if raw.format:
+        paths.update(_prepare_raw(config, workdir, given=paths))
     if "train" not in paths:
         raise ValueError(
             "config.data.train is empty: prepare a data set with ropo_jax.data.prepare"
@@ -77,13 +82,62 @@ def data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str
     return paths
 
 
-def build_model(config: ml_collections.ConfigDict, vocab_size: int | None):
+def _prepare_raw(config: ml_collections.ConfigDict, workdir: str, *, given) -> dict[str, str]:
+    """The splits of ``config.data.raw`` prepared into ``WORKDIR/data`` (reused on a re-run)."""
+    raw, data = config.data.raw, config.data
+    inputs = {
+        split: ("sft" if split == "sft" else raw.format, raw[split])
+        for split in ("train", "test", "sft")
+        if raw[split]
+    }
+    both = sorted(set(inputs) & set(given))
+    if both:
+        raise ValueError(f"config.data.{both[0]} and config.data.raw.{both[0]} are both set")
+    if not data.tokenizer:
+        raise ValueError("config.data.raw needs config.data.tokenizer (a tokenizer directory)")
+    try:
+        return prepare_splits(
+            os.path.join(workdir, "data"),
+            inputs,
+            tokenizer=data.tokenizer,
+            max_length=int(raw.max_length),
+            max_prompt_length=int(raw.max_prompt_length),
+            on_error=raw.on_error,
+            pairing=raw.pairing,
+            include_cnndm=bool(raw.include_cnndm),
+            chat_template=data.chat_template or None,
+        )
+    except DataError as e:
+        raise ValueError(f"config.data.raw: {e}") from None
+
+
+def build_model(
+    config: ml_collections.ConfigDict, vocab_size: int | None, manifest=None, mesh=None
+):
+    """A HF checkpoint (streamed into its shardings on ``mesh``), or a preset with random
+    weights. With a prepared data set's ``manifest`` a preset takes the tokenizer's vocabulary
+    size and BOS/EOS ids, and a checkpoint must cover the vocabulary."""
     m = config.model
     overrides = dict(dtype=m.dtype, remat_policy=m.remat_policy)
     if m.hf_path:
-        return models.load_hf(m.hf_path, dtype=m.param_dtype, **overrides)
+        model_config, params = models.load_hf(
+            m.hf_path, dtype=m.param_dtype, mesh=mesh, **overrides
+        )
+        if manifest is not None and int(manifest["vocab_size"]) > model_config.vocab_size:
+            raise ValueError(
+                f"the data's tokenizer {manifest.get('tokenizer')} has {manifest['vocab_size']} "
+                f"tokens but {m.hf_path} embeds {model_config.vocab_size}; prepare the data "
+                "with the model's own tokenizer"
+            )
+        return model_config, params
     if vocab_size is not None:
         overrides["vocab_size"] = vocab_size
+    elif manifest is not None:
+        overrides.update(
+            vocab_size=int(manifest["vocab_size"]),
+            bos_token_id=manifest["bos_id"],
+            eos_token_id=int(manifest["eos_id"]),
+        )
     model_config = models.ModelConfig.preset(m.preset, param_dtype=m.param_dtype, **overrides)
     return model_config, models.init_params(model_config, jax.random.key(config.seed))
 
@@ -110,7 +164,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         vocab = len(
             synthetic_task.vocabulary(synthetic_task.TaskConfig(**dict(config.synthetic.task)))
         )
-    model_config, init_params = build_model(config, vocab)
+    manifest = train_data.manifest if config.task == "prepared" else None
+    model_config, init_params = build_model(config, vocab, manifest, mesh)
     init_params = jax.device_put(
         init_params,
         sharding.tree_shardings(mesh, models.param_logical_axes(model_config), init_params),
@@ -332,7 +387,51 @@ def evaluate(
         results["eval"].update(
             _gold_evaluation(config, model_config, policy_params, sft_params, paths)
         )
+    elif "eval_prompts" in paths:
+        generated = _generation_evaluation(
+            config, workdir, model_config, policy_params, sft_params, paths, train_data
+        )
+        results["eval"].update(generated["eval"])
+        results["generations"] = generated["generations"]
     return results
+
+
+def _generation_evaluation(
+    config, workdir, model_config, policy_params, sft_params, paths, train_data
+) -> dict[str, Any]:
+    """Real data sets: AlpacaEval files of the policy's and the SFT model's responses, and
+    reward-model scores when ``eval.reward_model`` is set (``eval_generations``)."""
+    e, noise, template = config.eval, config.noise, None
+    if config.data.chat_template:
+        with open(os.path.expanduser(config.data.chat_template), encoding="utf-8") as f:
+            template = f.read()
+    run_name = f"{config.method}_{noise.kind}{float(noise.rate):g}_seed{config.seed}"
+    return eval_generations.evaluate_generations(
+        model_config,
+        policy_params,
+        sft_params,
+        prompts_path=paths["eval_prompts"],
+        prompts_format=e.prompts_format,
+        prompt_style=e.prompt_style,
+        num_prompts=int(e.num_prompts),
+        tokenizer_dir=paths.get("tokenizer") or train_data.manifest["tokenizer"],
+        chat_template=template,
+        max_prompt_length=int(train_data.manifest["max_prompt_length"]),
+        sampling_config=sampling.SamplingConfig(
+            max_new_tokens=int(e.max_new_tokens),
+            temperature=float(e.temperature),
+            top_p=float(e.top_p),
+            length_bucket=16,
+        ),
+        seed=int(config.seed) + 1000,
+        batch_size=int(e.generate_batch_size),
+        output_dir=os.path.join(workdir, "eval"),
+        generator=e.generator or run_name,
+        reward_model=e.reward_model or None,
+        reward_batch_size=int(e.reward_batch_size),
+        reward_device=e.reward_device,
+        write=jax.process_index() == 0,
+    )
 
 
 def _gold_evaluation(config, model_config, policy_params, sft_params, paths) -> dict[str, Any]:
