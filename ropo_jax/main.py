@@ -58,6 +58,7 @@ def main(argv):
     _enable_compilation_cache(config.get("compilation_cache_dir", ""))
     workdir = _WORKDIR.value
     from ropo_jax import pipeline  # after distributed init: no JAX work at import
+    from ropo_jax.data.errors import DataError
 
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -72,7 +73,7 @@ def main(argv):
     )
     try:
         results = pipeline.run(config, workdir)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, DataError) as error:
         # User-caused problems (bad config or data) end with one message, not a traceback.
         if os.environ.get("ROPO_JAX_TRACEBACK"):
             raise

@@ -142,3 +142,25 @@ def test_rerun_with_another_model_is_refused_clearly(uninterrupted, tmp_path):
     assert out.returncode == 2
     assert "written for another model_config" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_noise_the_data_cannot_support_is_one_clear_error(tmp_path):
+    # UltraFeedback Binarized records no response sources, so source-biased noise is impossible.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropo_jax.main",
+            "--config=experiments/paper/ultrafeedback.py:smoke",
+            f"--workdir={tmp_path}",
+            "--config.noise.kind=source_biased",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert "source_biased noise: no strength for source(s)" in out.stderr
+    assert "Traceback" not in out.stderr

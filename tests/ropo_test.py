@@ -152,3 +152,18 @@ def test_w_step_modes():
 def test_invalid_options_fail_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         ropo.RopoConfig(**kwargs)
+
+
+def test_rs_pair_quality_reads_the_run(full_run):
+    out = subprocess.run(
+        [sys.executable, "scripts/rs_pair_quality.py", f"--runs={full_run}"],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    row = json.loads(out.splitlines()[0])
+    assert row["rs_pairs"] == sum(r["num_rs_pairs"] for r in _results(full_run)["rounds"])
+    assert 0.0 <= row["gold_agreement"] <= 1.0 and row["chosen_words_mean"] > 0
