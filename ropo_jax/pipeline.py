@@ -13,11 +13,9 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
-from absl import logging
 
 from ropo_jax import eval as eval_lib
-from ropo_jax import eval_generations, losses, models, sampling, scoring, sharding, train, trainer
+from ropo_jax import final_evaluation, losses, models, scoring, sharding, train, trainer
 from ropo_jax import ropo as ropo_lib
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import load_preference_data
@@ -231,7 +229,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             reference_key=reference_key,
         )
 
-    results = evaluate(
+    results = final_evaluation.evaluate(
         config,
         workdir,
         model_config,
@@ -242,6 +240,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         reference,
         heldout,
         scoring_loss=scoring_loss,
+        scoring_hyperparams=loss_hyperparams(config, scoring_loss),
         mesh=mesh,
     )
     results.update(extra)
@@ -327,131 +326,3 @@ def _preference_rounds(
         reference_key=reference_key,
     )
     return params, loss, {"rounds": rounds}
-
-
-def evaluate(
-    config,
-    workdir,
-    model_config,
-    policy_params,
-    sft_params,
-    paths,
-    train_data,
-    reference,
-    heldout,
-    *,
-    scoring_loss,
-    mesh,
-) -> dict[str, Any]:
-    batch_size = int(config.eval.batch_size)
-    results: dict[str, Any] = {
-        "method": config.method,
-        "noise": {"kind": config.noise.kind, "rate": float(config.noise.rate)},
-        "seed": int(config.seed),
-        "eval": {
-            "pref_accuracy_clean": None,
-            "gold_win_rate_vs_sft": None,
-            "gold_reward_mean": None,
-        },
-        "noise_identification": {"precision": None, "recall": None, "f1": None, "auroc": None},
-    }
-    if heldout is not None:
-        results["eval"].update(
-            eval_lib.preference_accuracy(
-                model_config, policy_params, *heldout, batch_size=batch_size, mesh=mesh
-            )
-        )
-    # Noise identification on the training set with the final policy's per-example loss.
-    policy_chosen, policy_rejected = scoring.sequence_logps_over(
-        model_config,
-        policy_params,
-        train_data,
-        batch_size=batch_size,
-        mesh=mesh,
-        desc="train scores",
-    )
-    scores = scoring.example_scores(
-        policy_chosen,
-        policy_rejected,
-        *reference,
-        train_data.is_flipped,
-        loss=scoring_loss,
-        hyperparams=loss_hyperparams(config, scoring_loss),
-    )
-    if train_data.is_flipped.any():
-        results["noise_identification"] = eval_lib.noise_identification(
-            scores, train_data.is_flipped, filter_ratio=float(config.ropo.filter_ratio)
-        )
-    np.savez(os.path.join(workdir, "final_scores.npz"), **scores, is_flipped=train_data.is_flipped)
-    if config.task == "synthetic" and "eval_prompts" in paths:
-        results["eval"].update(
-            _gold_evaluation(config, model_config, policy_params, sft_params, paths)
-        )
-    elif "eval_prompts" in paths:
-        generated = _generation_evaluation(
-            config, workdir, model_config, policy_params, sft_params, paths, train_data
-        )
-        results["eval"].update(generated["eval"])
-        results["generations"] = generated["generations"]
-    return results
-
-
-def _generation_evaluation(
-    config, workdir, model_config, policy_params, sft_params, paths, train_data
-) -> dict[str, Any]:
-    """Real data sets: AlpacaEval files of the policy's and the SFT model's responses, and
-    reward-model scores when ``eval.reward_model`` is set (``eval_generations``)."""
-    e, noise, template = config.eval, config.noise, None
-    if config.data.chat_template:
-        with open(os.path.expanduser(config.data.chat_template), encoding="utf-8") as f:
-            template = f.read()
-    run_name = f"{config.method}_{noise.kind}{float(noise.rate):g}_seed{config.seed}"
-    return eval_generations.evaluate_generations(
-        model_config,
-        policy_params,
-        sft_params,
-        prompts_path=paths["eval_prompts"],
-        prompts_format=e.prompts_format,
-        prompt_style=e.prompt_style,
-        num_prompts=int(e.num_prompts),
-        tokenizer_dir=paths.get("tokenizer") or train_data.manifest["tokenizer"],
-        chat_template=template,
-        max_prompt_length=int(train_data.manifest["max_prompt_length"]),
-        sampling_config=sampling.SamplingConfig(
-            max_new_tokens=int(e.max_new_tokens),
-            temperature=float(e.temperature),
-            top_p=float(e.top_p),
-            length_bucket=16,
-        ),
-        seed=int(config.seed) + 1000,
-        batch_size=int(e.generate_batch_size),
-        output_dir=os.path.join(workdir, "eval"),
-        generator=e.generator or run_name,
-        reward_model=e.reward_model or None,
-        reward_batch_size=int(e.reward_batch_size),
-        reward_device=e.reward_device,
-        write=jax.process_index() == 0,
-    )
-
-
-def _gold_evaluation(config, model_config, policy_params, sft_params, paths) -> dict[str, Any]:
-    task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
-    prompts = synthetic_prepare.read_eval_prompts(paths["eval_prompts"])
-    sampling_config = sampling.SamplingConfig(
-        max_new_tokens=int(config.eval.max_new_tokens),
-        temperature=float(config.eval.temperature),
-        top_p=float(config.eval.top_p),
-        length_bucket=16,
-    )
-    kwargs = dict(
-        tokenizer_dir=paths["tokenizer"],
-        sampling_config=sampling_config,
-        seed=int(config.seed) + 1000,
-        batch_size=int(config.eval.generate_batch_size),
-    )
-    policy = eval_lib.generate_responses(model_config, policy_params, prompts, **kwargs)
-    sft = eval_lib.generate_responses(model_config, sft_params, prompts, **kwargs)
-    logging.info("sample generation: %r → %r (SFT: %r)", prompts[0], policy[0], sft[0])
-    return eval_lib.gold_win_rate(
-        prompts, policy, sft, lambda p, r: synthetic_task.gold_reward(task_config, p, r)
-    )
