@@ -85,6 +85,7 @@ def main():
     _sweep_panel(axes[0], groups, [f"alpha{a}" for a in alphas], alphas, "α (ROPO-full, ρ = 0.2)")
     axes[0].set_xscale("log")
     axes[0].set_xticks(alphas, [str(a) for a in alphas])
+    axes[0].minorticks_off()  # log-axis minor labels would overprint the α ticks
     axes[0].legend(fontsize=7, frameon=False)
     axes[0].set_title("α", fontsize=9)
 

@@ -71,7 +71,7 @@ def main():
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, frameon=False)
     seeds = {r["seed"] for r in runs}
-    fig.suptitle(f"{args.root}: mean ± std over {len(seeds)} seeds (dots: seeds)", fontsize=8)
+    fig.suptitle(f"{os.path.basename(os.path.normpath(args.root))}: mean ± std over {len(seeds)} seeds (dots: seeds)", fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out)
