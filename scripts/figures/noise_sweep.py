@@ -71,7 +71,8 @@ def main():
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, frameon=False)
     seeds = {r["seed"] for r in runs}
-    fig.suptitle(f"{os.path.basename(os.path.normpath(args.root))}: mean ± std over {len(seeds)} seeds (dots: seeds)", fontsize=8)
+    sweep_name = os.path.basename(os.path.normpath(args.root))
+    fig.suptitle(f"{sweep_name}: mean ± std over {len(seeds)} seeds (dots: seeds)", fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out)
