@@ -1,0 +1,285 @@
+"""Train-step throughput of TRL's ``DPOTrainer`` on the model, weights, batch shape and tokens of
+scripts/bench/train_step.py — the baseline ropo_jax is compared with.
+
+    python scripts/bench/trl_dpo.py --preset=tiny --pairs=8 --prompt_len=32 --response_len=32 \\
+        --steps=10 --loss=dpo --dtype=float32 --remat=none [--online_ref] [--micro_batches=2]
+
+Model: ``--preset``'s config as a transformers ``LlamaForCausalLM`` (``ropo_jax.models.save_hf``
+of ``common.random_params(--seed)``, loaded back in float32: the weights train_step.py trains).
+``--dtype=bfloat16`` is TRL's usual mixed precision (``bf16=True``: float32 weights and AdamW
+state, bf16 autocast), which matches ropo_jax's float32 params with bf16 compute.
+
+Data: the token ids of train_step.py's random pairs, written as text for a word-level tokenizer
+with one word per token id, so TRL's own tokenization gives exactly ``--prompt_len`` prompt and
+``--response_len`` response tokens (responses end in EOS already, so TRL appends none; checked
+after TRL's preprocessing). Every row of a batch has the same length: no padding on either side,
+and both process 2·pairs·(prompt_len + response_len) tokens per optimizer step.
+
+Same settings as the ropo_jax step: AdamW (TRL's default ``optim``), constant learning rate,
+no weight decay, clipping at norm 1, β = 0.1, gradient checkpointing only when ``--remat`` is
+not ``none`` (TRL enables it by default; the per-layer torch checkpoint is closest to ``full``).
+Reference: precomputed log-probs (``precompute_ref_log_probs=True``, computed by TRL in the
+trainer's constructor, untimed — as ropo_jax's cache is filled before training) unless
+``--online_ref``, where a second frozen copy of the model runs inside every step. Losses TRL
+has no equivalent of (ropo, cdpo, ...) run as TRL's ``sigmoid`` (the field ``trl_loss_type``
+says which ran).
+
+Timing: a ``TrainerCallback`` reads the clock at ``on_step_begin`` and ``on_step_end`` (with a CUDA
+synchronisation at both). Between the two, transformers' loop runs, for each of the
+``--micro_batches`` batches, ``training_step`` (input preparation, policy forward through TRL's
+fused LM head, the reference forward if online, the loss and TRL's per-step metrics, backward),
+then gradient clipping, the optimizer step, the scheduler and ``zero_grad``. Not timed: fetching
+and collating the step's batches (transformers prefetches them before ``on_step_begin``; ropo_jax
+reuses one device batch), logging, the model/dataset set-up and the reference precompute.
+The first ``--warmup`` steps are dropped, as JAX's compilation is. Prints one JSON line.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+# JAX here only serves ropo_jax's config and weight export; keep it off any accelerator so it
+# holds no device memory next to PyTorch.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common
+
+from ropo_jax import losses, models
+
+_PRESET = flags.DEFINE_string("preset", "tiny", "Model preset (random weights).")
+_PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per optimizer step.")
+_PROMPT = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens of every pair.")
+_RESPONSE = flags.DEFINE_integer("response_len", 32, "Tokens of every response (EOS included).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed optimizer steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed first steps.")
+_LOSS = flags.DEFINE_enum("loss", "dpo", sorted(losses.LOSSES), "Preference loss.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_REMAT = flags.DEFINE_enum(
+    "remat", "none", list(models.config.REMAT_POLICIES), "none → no gradient checkpointing."
+)
+_ONLINE = flags.DEFINE_bool("online_ref", False, "Run the reference forward inside the step.")
+_MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-batches.")
+_LR = flags.DEFINE_float("learning_rate", 1e-6, "Constant learning rate (TRL's DPO default).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens.")
+_THREADS = flags.DEFINE_integer(
+    "torch_threads",
+    0,
+    "torch.set_num_threads (0: PyTorch's default, one per core). On a CPU shared with other "
+    "jobs, OpenMP's spinning workers can make small ops far slower with 2 threads than with 1.",
+)
+_OMP_WAIT = flags.DEFINE_enum(
+    "omp_wait_policy",
+    None,
+    ["ACTIVE", "PASSIVE"],
+    "OMP_WAIT_POLICY for PyTorch's OpenMP pool (unset: the runtime's default, spinning). Set "
+    "before torch is imported.",
+)
+
+
+def word_tokenizer(config):
+    """A transformers tokenizer mapping word ``t{i}`` ↔ id i (BOS ``<s>``, EOS ``</s>``), adding
+    no special tokens: a string of k words is exactly k tokens."""
+    import transformers
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tokenizer_models
+
+    names = common.token_names(config)
+    tokenizer = Tokenizer(
+        tokenizer_models.WordLevel({n: i for i, n in enumerate(names)}, unk_token="<unk>")
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    ), names
+
+
+def text_dataset(config, num_pairs: int):
+    """prompt/chosen/rejected strings of common.random_pairs' token ids."""
+    import datasets
+
+    tokenizer, names = word_tokenizer(config)
+    prompts, chosen, rejected = common.random_pairs(
+        config, num_pairs, _PROMPT.value, _RESPONSE.value, seed=_SEED.value
+    )
+    words = lambda ids: " ".join(names[i] for i in ids)
+    rows = {
+        "prompt": [words(p) for p in prompts],
+        # A leading space: prompt + response splits into exactly the two token lists.
+        "chosen": [" " + words(c) for c in chosen],
+        "rejected": [" " + words(r) for r in rejected],
+    }
+    return datasets.Dataset.from_dict(rows), tokenizer
+
+
+def main(argv):
+    del argv
+    common.set_omp_wait_policy(_OMP_WAIT.value)
+    import torch
+    import transformers
+    import trl
+
+    pairs, micro_batches = _PAIRS.value, _MICRO.value
+    if pairs % micro_batches:
+        raise app.UsageError(f"--pairs={pairs} is not divisible by --micro_batches={micro_batches}")
+    seq_len = _PROMPT.value + _RESPONSE.value
+    total_steps = _WARMUP.value + _STEPS.value
+    cuda = torch.cuda.is_available()
+    if _THREADS.value > 0:
+        torch.set_num_threads(_THREADS.value)
+    setup_start = time.perf_counter()
+    config = models.ModelConfig.preset(_PRESET.value)
+    work = tempfile.TemporaryDirectory()
+    model_dir = os.path.join(work.name, "model")
+    models.save_hf(config, common.random_params(config, _SEED.value), model_dir)
+    load = lambda: transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = load()
+    ref_model = load() if _ONLINE.value else None
+    # One optimizer step's pairs for every step: distinct rows, identical shapes.
+    dataset, tokenizer = text_dataset(config, pairs * total_steps)
+
+    trl_loss = common.TRL_LOSS_TYPES.get(_LOSS.value, "sigmoid")
+    hyperparams = losses.validate_hyperparams(
+        _LOSS.value, common.LOSS_HYPERPARAMS.get(_LOSS.value, {})
+    )
+    args = trl.DPOConfig(
+        output_dir=os.path.join(work.name, "out"),
+        per_device_train_batch_size=pairs // micro_batches,
+        gradient_accumulation_steps=micro_batches,
+        max_steps=total_steps,
+        learning_rate=_LR.value,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        beta=hyperparams["beta"],
+        loss_type=[trl_loss],
+        label_smoothing=hyperparams.get("flip_rate", 0.0) if trl_loss == "robust" else 0.0,
+        bf16=_DTYPE.value == "bfloat16",
+        fp16=False,
+        gradient_checkpointing=_REMAT.value != "none",
+        precompute_ref_log_probs=not _ONLINE.value,
+        precompute_ref_batch_size=pairs // micro_batches,
+        max_length=None,
+        use_cpu=not cuda,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=_SEED.value,
+    )
+
+    class StepTimer(transformers.TrainerCallback):
+        """Wall time of each optimizer step (on_step_begin → on_step_end)."""
+
+        def __init__(self):
+            self.times, self.rss_reset, self._start = [], False, None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.rss_reset = common.reset_host_peak_rss()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self._start)
+
+    timer = StepTimer()
+    trainer = trl.DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
+    # TRL's own tokenization must give the requested lengths, or the comparison is off.
+    prepared = trainer.train_dataset
+    for key, want in (
+        ("prompt_ids", _PROMPT.value),
+        ("chosen_ids", _RESPONSE.value),
+        ("rejected_ids", _RESPONSE.value),
+    ):
+        got = {len(ids) for ids in prepared[key]}
+        if got != {want}:
+            raise RuntimeError(f"TRL tokenized {key} to lengths {sorted(got)}, expected {want}")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    setup_s = time.perf_counter() - setup_start
+    train_start = time.perf_counter()
+    result = trainer.train()
+    train_s = time.perf_counter() - train_start
+    if len(timer.times) != total_steps:
+        raise RuntimeError(f"timed {len(timer.times)} steps, expected {total_steps}")
+    times = timer.times[_WARMUP.value :]
+
+    if cuda:
+        device_name = torch.cuda.get_device_name()
+        memory = (torch.cuda.max_memory_allocated(), "torch_cuda_max_memory_allocated")
+    else:
+        device_name = common.cpu_device_name()
+        source = "host_max_rss_during_steps" if timer.rss_reset else "host_max_rss"
+        memory = (common.host_max_rss_bytes(), source)
+    tokens_per_step = 2 * pairs * seq_len
+    row = {
+        "impl": "trl",
+        "device": device_name,
+        "preset": _PRESET.value,
+        "pairs": pairs,
+        "prompt_len": _PROMPT.value,
+        "response_len": _RESPONSE.value,
+        "seq_len": seq_len,
+        "micro_batches": micro_batches,
+        "loss": _LOSS.value,
+        "trl_loss_type": trl_loss,
+        "dtype": _DTYPE.value,
+        "remat": _REMAT.value,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "online_ref": _ONLINE.value,
+        "steps": _STEPS.value,
+        "warmup": _WARMUP.value,
+        "num_params": config.num_params(),
+    }
+    row.update(common.timing_fields(times, tokens_per_step=tokens_per_step, pairs_per_step=pairs))
+    row.update(
+        common.flop_fields(
+            config,
+            seq_len,
+            tokens_per_step,
+            row["step_time_s_median"],
+            common.peak_flops_by_name(device_name) if cuda else None,
+            online_ref=_ONLINE.value,
+        )
+    )
+    row.update(
+        {
+            "peak_memory_bytes": memory[0],
+            "peak_memory_source": memory[1],
+            "compile_time_s": None,  # eager PyTorch: nothing compiled
+            "first_step_time_s": timer.times[0],
+            "setup_time_s": setup_s,
+            "train_wall_s": train_s,
+            "train_loss": result.training_loss,
+            "optim": str(args.optim),
+            "attn_implementation": model.config._attn_implementation,
+            "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "trl_version": trl.__version__,
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+        }
+    )
+    work.cleanup()
+    common.print_json(row)
+
+
+if __name__ == "__main__":
+    app.run(main)
