@@ -1,5 +1,6 @@
 """Every experiment config builds, and its smoke variant runs end to end on CPU; the paper's
-configs carry the documented full-scale settings and their smoke variants differ only in size."""
+configs carry the documented full-scale settings and their smoke variants differ only in size;
+every sweep's runs build with their overrides."""
 
 import glob
 import importlib.util
@@ -152,3 +153,45 @@ def test_smoke_variant_runs(path, tmp_path):
                 rows = json.load(f)
             assert len(rows) == results["generations"]["num_prompts"] > 0
             assert all({"instruction", "output", "generator"} <= set(r) for r in rows)
+
+
+SWEEPS = sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "experiments", "sweeps", "*.py"))
+)
+
+
+@pytest.mark.parametrize("path", SWEEPS)
+@pytest.mark.parametrize("arg", ["quick", "smoke"])
+def test_sweep_runs_build(path, arg):
+    """Every run of every sweep names an existing config whose keys take its overrides, and the
+    result passes the checks a run makes first (noise model, loss hyperparameters, ROPO options):
+    a typo in a sweep fails here, not hours into it."""
+    from ropo_jax import pipeline
+
+    sweep_module = _load(os.path.join("scripts", "run_sweep.py"))
+    runs = sweep_module.load_sweep(f"{os.path.join(ROOT, path)}:{arg}")
+    assert runs
+    for run in runs:
+        config_path, _, config_arg = run["config"].partition(":")
+        config = _load(config_path).get_config(config_arg or None)
+        for key, value in run["overrides"].items():
+            parent, _, leaf = key.rpartition(".")
+            block = config
+            for part in filter(None, parent.split(".")):
+                block = block[part]
+            assert leaf in block, f"{run['name']}: config has no key {key!r}"
+            block[leaf] = value
+        assert config.method in (*pipeline.losses.LOSSES, "ropo_full"), run["name"]
+        pipeline.noise_config(config)
+        pipeline.loss_hyperparams(config, "ropo" if config.method == "ropo_full" else config.method)
+        pipeline.ropo_config(config)
+
+
+def test_noise_rate_sweep_covers_the_paper_grid():
+    sweep_module = _load(os.path.join("scripts", "run_sweep.py"))
+    runs = sweep_module.load_sweep(os.path.join(ROOT, "experiments", "sweeps", "noise_rates.py"))
+    grid = {(r["overrides"]["method"], r["overrides"]["noise.rate"]) for r in runs}
+    methods = {"dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full"}
+    assert grid == {(m, rate) for m in methods for rate in (0.0, 0.1, 0.2, 0.3, 0.4)}
+    seeds = {r["overrides"]["seed"] for r in runs}
+    assert len(seeds) >= 3
