@@ -14,6 +14,7 @@ import os
 import resource
 import statistics
 import sys
+import types
 
 import numpy as np
 
@@ -32,6 +33,41 @@ LOSS_HYPERPARAMS = {
 # "sigmoid" there: the loss itself is O(pairs) work next to the model's forward and backward.
 TRL_LOSS_TYPES = {"dpo": "sigmoid", "rdpo": "robust", "ipo": "ipo", "hinge": "hinge"}
 INIT_STD = 0.02  # transformers' Llama initializer_range
+
+
+def define_step_flags(flags) -> types.SimpleNamespace:
+    """The flags train_step.py and trl_dpo.py share (absl ``flags`` module passed in), so that
+    compare.py hands both sides the same model, batch, optimiser and loss settings."""
+    from ropo_jax import losses, models
+
+    return types.SimpleNamespace(
+        preset=flags.DEFINE_string("preset", "tiny", "Model preset (random weights)."),
+        pairs=flags.DEFINE_integer("pairs", 8, "Preference pairs per optimizer step."),
+        prompt_len=flags.DEFINE_integer("prompt_len", 32, "Prompt tokens of every pair."),
+        response_len=flags.DEFINE_integer(
+            "response_len", 32, "Tokens of every response (EOS included)."
+        ),
+        steps=flags.DEFINE_integer("steps", 10, "Timed optimizer steps."),
+        warmup=flags.DEFINE_integer("warmup", 2, "Untimed steps (after compilation in JAX)."),
+        loss=flags.DEFINE_enum("loss", "dpo", sorted(losses.LOSSES), "Preference loss."),
+        dtype=flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype."),
+        remat=flags.DEFINE_enum(
+            "remat",
+            "none",
+            list(models.config.REMAT_POLICIES),
+            "Remat policy (TRL: gradient checkpointing unless none).",
+        ),
+        online_ref=flags.DEFINE_bool(
+            "online_ref", False, "Run the reference forward inside the step."
+        ),
+        micro_batches=flags.DEFINE_integer(
+            "micro_batches", 1, "Gradient accumulation micro-batches."
+        ),
+        learning_rate=flags.DEFINE_float(
+            "learning_rate", 1e-6, "Constant learning rate (TRL's DPO default)."
+        ),
+        seed=flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens."),
+    )
 
 
 def random_params(config, seed: int = 0) -> dict:
@@ -98,6 +134,43 @@ def timing_fields(times: list[float], *, tokens_per_step: int, pairs_per_step: i
         "tokens_per_s": tokens_per_step / median,
         "pairs_per_s": pairs_per_step / median,
     }
+
+
+def step_row(impl, device_name, step, config, times, peak_flops, **settings) -> dict:
+    """The JSON row both train-step benchmarks print: the shared flags ``step``
+    (``define_step_flags``), side-specific ``settings``, timings and FLOP fields."""
+    pairs, seq_len = step.pairs.value, step.prompt_len.value + step.response_len.value
+    tokens_per_step = 2 * pairs * seq_len  # every token of both sequences of every pair
+    row = {
+        "impl": impl,
+        "device": device_name,
+        "preset": step.preset.value,
+        "pairs": pairs,
+        "prompt_len": step.prompt_len.value,
+        "response_len": step.response_len.value,
+        "seq_len": seq_len,
+        "micro_batches": step.micro_batches.value,
+        "loss": step.loss.value,
+        "dtype": step.dtype.value,
+        "remat": step.remat.value,
+        "online_ref": step.online_ref.value,
+        "steps": step.steps.value,
+        "warmup": step.warmup.value,
+        "num_params": config.num_params(),
+        **settings,
+    }
+    row.update(timing_fields(times, tokens_per_step=tokens_per_step, pairs_per_step=pairs))
+    row.update(
+        flop_fields(
+            config,
+            seq_len,
+            tokens_per_step,
+            row["step_time_s_median"],
+            peak_flops,
+            online_ref=step.online_ref.value,
+        )
+    )
+    return row
 
 
 def flop_fields(config, seq_len: int, tokens_per_step: int, median_s: float, peak, *, online_ref):

@@ -38,33 +38,21 @@ import common
 from ropo_jax import batches, losses, metrics, models, optim, train
 from ropo_jax.data import batching
 
-_PRESET = flags.DEFINE_string("preset", "tiny", "Model preset (random weights).")
-_PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per optimizer step.")
-_PROMPT = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens of every pair.")
-_RESPONSE = flags.DEFINE_integer("response_len", 32, "Tokens of every response (EOS included).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed optimizer steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_LOSS = flags.DEFINE_enum("loss", "dpo", sorted(losses.LOSSES), "Preference loss.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-_REMAT = flags.DEFINE_enum("remat", "none", list(models.config.REMAT_POLICIES), "Remat policy.")
-_ONLINE = flags.DEFINE_bool("online_ref", False, "Run the reference forward inside the step.")
-_MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-batches.")
+_STEP = common.define_step_flags(flags)
 _ATTENTION = flags.DEFINE_enum(
     "attention_impl",
     None,
     ["xla", "cudnn"],
-    "jax.nn.dot_product_attention implementation (unset: JAX picks; cudnn: flash attention on "
-    "NVIDIA GPUs, bf16 only).",
+    "jax.nn.dot_product_attention implementation (unset: JAX's default, XLA in jax 0.10; "
+    "cudnn: flash attention on NVIDIA GPUs, bf16 only).",
 )
 _CHUNK = flags.DEFINE_integer("logps_chunk_size", 256, "StepConfig.logps_chunk_size.")
-_LR = flags.DEFINE_float("learning_rate", 1e-6, "Constant learning rate (TRL's DPO default).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens.")
 
 
 def make_batch(config, pairs: int, micro_batches: int, prompt_len: int, response_len: int):
     """[K, ...] host batch of the trainer's layout, plus cached reference log-probs."""
     prompts, chosen, rejected = common.random_pairs(
-        config, pairs, prompt_len, response_len, seed=_SEED.value
+        config, pairs, prompt_len, response_len, seed=_STEP.seed.value
     )
     micro = pairs // micro_batches
     host_batches = []
@@ -98,37 +86,42 @@ def peak_memory(rss_reset: bool) -> tuple[int, str]:
 
 def main(argv):
     del argv
-    pairs, micro_batches = _PAIRS.value, _MICRO.value
+    pairs, micro_batches = _STEP.pairs.value, _STEP.micro_batches.value
     if pairs % micro_batches:
         raise app.UsageError(f"--pairs={pairs} is not divisible by --micro_batches={micro_batches}")
-    seq_len = _PROMPT.value + _RESPONSE.value
     setup_start = time.perf_counter()
     config = models.ModelConfig.preset(
-        _PRESET.value,
-        dtype=_DTYPE.value,
-        remat_policy=_REMAT.value,
+        _STEP.preset.value,
+        dtype=_STEP.dtype.value,
+        remat_policy=_STEP.remat.value,
         attention_impl=_ATTENTION.value,
     )
-    total_steps = _WARMUP.value + _STEPS.value
+    total_steps = _STEP.warmup.value + _STEP.steps.value
     optimizer = optim.make_optimizer(
-        learning_rate=_LR.value, total_steps=total_steps, schedule="constant", max_grad_norm=1.0
+        learning_rate=_STEP.learning_rate.value,
+        total_steps=total_steps,
+        schedule="constant",
+        max_grad_norm=1.0,
     )
-    params = jax.tree.map(jnp.asarray, common.random_params(config, _SEED.value))
+    params = jax.tree.map(jnp.asarray, common.random_params(config, _STEP.seed.value))
     # The state is donated every step, so the online reference needs buffers of its own.
-    ref_params = jax.tree.map(lambda x: jnp.array(x, copy=True), params) if _ONLINE.value else None
+    ref_params = (
+        jax.tree.map(lambda x: jnp.array(x, copy=True), params) if _STEP.online_ref.value else None
+    )
     state = jax.jit(lambda p: train.init_state(config, optimizer, jax.random.key(0), params=p))(
         params
     )
     del params
     step_config = train.StepConfig(
-        loss=_LOSS.value,
-        hyperparams=tuple(sorted(common.LOSS_HYPERPARAMS.get(_LOSS.value, {}).items())),
+        loss=_STEP.loss.value,
+        hyperparams=tuple(sorted(common.LOSS_HYPERPARAMS.get(_STEP.loss.value, {}).items())),
         logps_chunk_size=_CHUNK.value,
-        online_reference=_ONLINE.value,
+        online_reference=_STEP.online_ref.value,
     )
     step = train.make_train_step("preference", step_config, config, optimizer)
     batch_K = jax.tree.map(
-        jnp.asarray, make_batch(config, pairs, micro_batches, _PROMPT.value, _RESPONSE.value)
+        jnp.asarray,
+        make_batch(config, pairs, micro_batches, _STEP.prompt_len.value, _STEP.response_len.value),
     )
     jax.block_until_ready((state, batch_K))
     setup_s = time.perf_counter() - setup_start
@@ -145,48 +138,29 @@ def main(argv):
 
     rss_reset = common.reset_host_peak_rss()
     first_step_s = None
-    for i in range(_WARMUP.value):
+    for i in range(_STEP.warmup.value):
         state, _, seconds = run_step(state)
         first_step_s = seconds if i == 0 else first_step_s
     times, sums = [], None
-    for _ in range(_STEPS.value):
+    for _ in range(_STEP.steps.value):
         state, sums, seconds = run_step(state)
         times.append(seconds)
     memory_bytes, memory_source = peak_memory(rss_reset)
 
     device = jax.devices()[0]
     device_name = common.cpu_device_name() if device.platform == "cpu" else device.device_kind
-    tokens_per_step = 2 * pairs * seq_len  # every token of both sequences of every pair
-    row = {
-        "impl": "ropo_jax",
-        "device": device_name,
-        "preset": _PRESET.value,
-        "pairs": pairs,
-        "prompt_len": _PROMPT.value,
-        "response_len": _RESPONSE.value,
-        "seq_len": seq_len,
-        "micro_batches": micro_batches,
-        "loss": _LOSS.value,
-        "loss_hyperparams": losses.validate_hyperparams(_LOSS.value, step_config.loss_hyperparams),
-        "dtype": _DTYPE.value,
-        "remat": _REMAT.value,
-        "attention_impl": _ATTENTION.value,
-        "logps_chunk_size": _CHUNK.value,
-        "online_ref": _ONLINE.value,
-        "steps": _STEPS.value,
-        "warmup": _WARMUP.value,
-        "num_params": config.num_params(),
-    }
-    row.update(common.timing_fields(times, tokens_per_step=tokens_per_step, pairs_per_step=pairs))
-    row.update(
-        common.flop_fields(
-            config,
-            seq_len,
-            tokens_per_step,
-            row["step_time_s_median"],
-            metrics.device_peak_flops(device),
-            online_ref=_ONLINE.value,
-        )
+    row = common.step_row(
+        "ropo_jax",
+        device_name,
+        _STEP,
+        config,
+        times,
+        metrics.device_peak_flops(device),
+        loss_hyperparams=losses.validate_hyperparams(
+            _STEP.loss.value, step_config.loss_hyperparams
+        ),
+        attention_impl=_ATTENTION.value,
+        logps_chunk_size=_CHUNK.value,
     )
     finalized = metrics.finalize(jax.device_get(sums))
     row.update(

@@ -50,21 +50,7 @@ import common
 
 from ropo_jax import losses, models
 
-_PRESET = flags.DEFINE_string("preset", "tiny", "Model preset (random weights).")
-_PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per optimizer step.")
-_PROMPT = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens of every pair.")
-_RESPONSE = flags.DEFINE_integer("response_len", 32, "Tokens of every response (EOS included).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed optimizer steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed first steps.")
-_LOSS = flags.DEFINE_enum("loss", "dpo", sorted(losses.LOSSES), "Preference loss.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-_REMAT = flags.DEFINE_enum(
-    "remat", "none", list(models.config.REMAT_POLICIES), "none → no gradient checkpointing."
-)
-_ONLINE = flags.DEFINE_bool("online_ref", False, "Run the reference forward inside the step.")
-_MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-batches.")
-_LR = flags.DEFINE_float("learning_rate", 1e-6, "Constant learning rate (TRL's DPO default).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens.")
+_STEP = common.define_step_flags(flags)
 _THREADS = flags.DEFINE_integer(
     "torch_threads",
     0,
@@ -103,7 +89,7 @@ def text_dataset(config, num_pairs: int):
 
     tokenizer, names = word_tokenizer(config)
     prompts, chosen, rejected = common.random_pairs(
-        config, num_pairs, _PROMPT.value, _RESPONSE.value, seed=_SEED.value
+        config, num_pairs, _STEP.prompt_len.value, _STEP.response_len.value, seed=_STEP.seed.value
     )
     words = lambda ids: " ".join(names[i] for i in ids)
     rows = {
@@ -122,35 +108,34 @@ def main(argv):
     import transformers
     import trl
 
-    pairs, micro_batches = _PAIRS.value, _MICRO.value
+    pairs, micro_batches = _STEP.pairs.value, _STEP.micro_batches.value
     if pairs % micro_batches:
         raise app.UsageError(f"--pairs={pairs} is not divisible by --micro_batches={micro_batches}")
-    seq_len = _PROMPT.value + _RESPONSE.value
-    total_steps = _WARMUP.value + _STEPS.value
+    total_steps = _STEP.warmup.value + _STEP.steps.value
     cuda = torch.cuda.is_available()
     if _THREADS.value > 0:
         torch.set_num_threads(_THREADS.value)
     setup_start = time.perf_counter()
-    config = models.ModelConfig.preset(_PRESET.value)
+    config = models.ModelConfig.preset(_STEP.preset.value)
     work = tempfile.TemporaryDirectory()
     model_dir = os.path.join(work.name, "model")
-    models.save_hf(config, common.random_params(config, _SEED.value), model_dir)
+    models.save_hf(config, common.random_params(config, _STEP.seed.value), model_dir)
     load = lambda: transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model = load()
-    ref_model = load() if _ONLINE.value else None
+    ref_model = load() if _STEP.online_ref.value else None
     # One optimizer step's pairs for every step: distinct rows, identical shapes.
     dataset, tokenizer = text_dataset(config, pairs * total_steps)
 
-    trl_loss = common.TRL_LOSS_TYPES.get(_LOSS.value, "sigmoid")
+    trl_loss = common.TRL_LOSS_TYPES.get(_STEP.loss.value, "sigmoid")
     hyperparams = losses.validate_hyperparams(
-        _LOSS.value, common.LOSS_HYPERPARAMS.get(_LOSS.value, {})
+        _STEP.loss.value, common.LOSS_HYPERPARAMS.get(_STEP.loss.value, {})
     )
     args = trl.DPOConfig(
         output_dir=os.path.join(work.name, "out"),
         per_device_train_batch_size=pairs // micro_batches,
         gradient_accumulation_steps=micro_batches,
         max_steps=total_steps,
-        learning_rate=_LR.value,
+        learning_rate=_STEP.learning_rate.value,
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
@@ -158,10 +143,10 @@ def main(argv):
         beta=hyperparams["beta"],
         loss_type=[trl_loss],
         label_smoothing=hyperparams.get("flip_rate", 0.0) if trl_loss == "robust" else 0.0,
-        bf16=_DTYPE.value == "bfloat16",
+        bf16=_STEP.dtype.value == "bfloat16",
         fp16=False,
-        gradient_checkpointing=_REMAT.value != "none",
-        precompute_ref_log_probs=not _ONLINE.value,
+        gradient_checkpointing=_STEP.remat.value != "none",
+        precompute_ref_log_probs=not _STEP.online_ref.value,
         precompute_ref_batch_size=pairs // micro_batches,
         max_length=None,
         use_cpu=not cuda,
@@ -170,7 +155,7 @@ def main(argv):
         logging_strategy="no",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        seed=_SEED.value,
+        seed=_STEP.seed.value,
     )
 
     class StepTimer(transformers.TrainerCallback):
@@ -204,9 +189,9 @@ def main(argv):
     # TRL's own tokenization must give the requested lengths, or the comparison is off.
     prepared = trainer.train_dataset
     for key, want in (
-        ("prompt_ids", _PROMPT.value),
-        ("chosen_ids", _RESPONSE.value),
-        ("rejected_ids", _RESPONSE.value),
+        ("prompt_ids", _STEP.prompt_len.value),
+        ("chosen_ids", _STEP.response_len.value),
+        ("rejected_ids", _STEP.response_len.value),
     ):
         got = {len(ids) for ids in prepared[key]}
         if got != {want}:
@@ -219,7 +204,7 @@ def main(argv):
     train_s = time.perf_counter() - train_start
     if len(timer.times) != total_steps:
         raise RuntimeError(f"timed {len(timer.times)} steps, expected {total_steps}")
-    times = timer.times[_WARMUP.value :]
+    times = timer.times[_STEP.warmup.value :]
 
     if cuda:
         device_name = torch.cuda.get_device_name()
@@ -228,36 +213,15 @@ def main(argv):
         device_name = common.cpu_device_name()
         source = "host_max_rss_during_steps" if timer.rss_reset else "host_max_rss"
         memory = (common.host_max_rss_bytes(), source)
-    tokens_per_step = 2 * pairs * seq_len
-    row = {
-        "impl": "trl",
-        "device": device_name,
-        "preset": _PRESET.value,
-        "pairs": pairs,
-        "prompt_len": _PROMPT.value,
-        "response_len": _RESPONSE.value,
-        "seq_len": seq_len,
-        "micro_batches": micro_batches,
-        "loss": _LOSS.value,
-        "trl_loss_type": trl_loss,
-        "dtype": _DTYPE.value,
-        "remat": _REMAT.value,
-        "gradient_checkpointing": args.gradient_checkpointing,
-        "online_ref": _ONLINE.value,
-        "steps": _STEPS.value,
-        "warmup": _WARMUP.value,
-        "num_params": config.num_params(),
-    }
-    row.update(common.timing_fields(times, tokens_per_step=tokens_per_step, pairs_per_step=pairs))
-    row.update(
-        common.flop_fields(
-            config,
-            seq_len,
-            tokens_per_step,
-            row["step_time_s_median"],
-            common.peak_flops_by_name(device_name) if cuda else None,
-            online_ref=_ONLINE.value,
-        )
+    row = common.step_row(
+        "trl",
+        device_name,
+        _STEP,
+        config,
+        times,
+        common.peak_flops_by_name(device_name) if cuda else None,
+        trl_loss_type=trl_loss,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     row.update(
         {
