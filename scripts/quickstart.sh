@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set-up + the project's main job on its embedded default, on a laptop CPU (~10 minutes):
+# Set-up + the project's main job on its embedded default, on a laptop CPU (~5 minutes):
 # the controlled noisy-preference benchmark (experiments/synthetic.py:quick) — DPO, cDPO, rDPO,
 # IPO, the ROPO loss and the full ROPO framework at 20 % symmetric label noise — then the results
 # table and the figures.   RUN_DIR=runs/quickstart by default; re-running resumes.
