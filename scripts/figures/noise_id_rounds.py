@@ -1,7 +1,7 @@
 """Noise identification per round: AUROC of each round's per-example score for "this pair's
 label was flipped" (SPEC §5), one panel per noise rate, one line per method (mean ± std over
-seeds). Round r's score is the loss under the policy trained through round r. Reads run
-directories only.
+seeds). Round r's score is the loss under the policy trained through round r. Also prints the
+plotted values as a Markdown table. Reads run directories only.
 
     python scripts/figures/noise_id_rounds.py --root=runs/noise_rates \
         --out=figures/noise_id_rounds.png
@@ -41,6 +41,10 @@ def main():
     fig, axes = plt.subplots(
         1, len(rates), figsize=(3.6 * len(rates), 3.3), dpi=150, sharey=True, squeeze=False
     )
+    table = [
+        f"| noise rate | method | {args.metric} per round (mean ± std over seeds) |",
+        "|---|---|---|",
+    ]
     for ax, rate in zip(axes[0], rates, strict=True):
         for method, group in sorted(
             run_results.group_by(by_rate[rate], lambda r: r["method"]).items()
@@ -52,6 +56,8 @@ def main():
                 )
                 for i in range(num_rounds)
             ]
+            per_round = " → ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in stats)
+            table.append(f"| {rate:g} | {method} | {per_round} |")
             ax.errorbar(
                 range(1, num_rounds + 1),
                 [m for m, _ in stats],
@@ -70,6 +76,7 @@ def main():
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out)
+    print("\n".join(table))
     print(f"wrote {args.out}")
 
 
