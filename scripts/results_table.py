@@ -53,7 +53,11 @@ def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
         for get in (run_results.win_rate, run_results.gold_reward) if baseline else ():
             deltas = run_results.paired_deltas(group, runs, get, baseline_method=baseline)
             mean, std = run_results.mean_std(deltas)
-            cells.append(f"{mean:+.3f} ± {std:.3f}" if deltas else "–")
+            # How many seeds the variant beats the baseline in: a sign count that does not lean
+            # on the spread being normal.
+            better = sum(d > 0 for d in deltas)
+            cell = f"{mean:+.3f} ± {std:.3f} ({better}/{len(deltas)} > 0)"
+            cells.append(cell if deltas and group[0]["method"] != baseline else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -66,7 +70,7 @@ def main():
         "--baseline",
         default="",
         help="with --seeds=mean: add each variant's difference to this method's run of the same "
-        "noise and seed (mean ± std of the paired differences)",
+        "noise and seed (mean ± std of the paired differences, and in how many seeds it is > 0)",
     )
     args = parser.parse_args()
     runs = run_results.load_runs(args.root)

@@ -83,7 +83,9 @@ def test_results_table_folds_seeds(noise_sweep):
         "scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean", "--baseline=dpo"
     ).stdout
     row = next(line for line in paired.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
-    assert row.endswith("| +0.020 ± 0.000 | +0.020 ± 0.000 |")
+    assert row.endswith("| +0.020 ± 0.000 (3/3 > 0) | +0.020 ± 0.000 (3/3 > 0) |")
+    baseline_row = next(line for line in paired.splitlines() if line.startswith("| dpo_noise0.2 |"))
+    assert baseline_row.endswith("| – | – |")
     assert (noise_sweep / "results.md").read_text().strip() == paired.strip()
 
 

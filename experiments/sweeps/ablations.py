@@ -1,10 +1,10 @@
-"""ROPO ablations at 30 % symmetric noise (3 seeds each): α, ρ, rejection sampling on/off,
+"""ROPO ablations at 30 % symmetric noise (6 seeds each): α, ρ, rejection sampling on/off,
 filtering on/off (method=ropo is the loss alone), and every noise model for DPO vs ROPO-full.
 
 The defaults (α = 14, ρ = 0.2) are the ``alpha14`` runs, so ρ = 0.2 is not run twice; ``dpo`` is
 the baseline the components are measured against."""
 
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4, 5)
 
 
 def _run(name, preset, seed, **overrides):

@@ -1,8 +1,8 @@
-"""Win rate vs noise rate: symmetric noise {0, 0.1, 0.2, 0.3, 0.4} × methods × 3 seeds."""
+"""Win rate vs noise rate: symmetric noise {0, 0.1, 0.2, 0.3, 0.4} × methods × 6 seeds."""
 
 METHODS = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full")
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4)
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4, 5)
 
 
 def get_sweep(arg=None):
