@@ -10,6 +10,14 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# The order (and so the colour) every figure gives the methods: the paper's comparison first.
+METHOD_ORDER = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full", "hinge", "noise_aware")
+
+
+def method_rank(method: str) -> int:
+    """Position of ``method`` in METHOD_ORDER (methods not listed come after, all equal)."""
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
 
 def load_runs(root: str) -> list[dict[str, Any]]:
     """Every ``ROOT/NAME/results.json``, sorted by NAME, each with ``"run": NAME`` added."""

@@ -47,7 +47,8 @@ def main():
     ]
     for ax, rate in zip(axes[0], rates, strict=True):
         for method, group in sorted(
-            run_results.group_by(by_rate[rate], lambda r: r["method"]).items()
+            run_results.group_by(by_rate[rate], lambda r: r["method"]).items(),
+            key=lambda item: (run_results.method_rank(item[0]), item[0]),
         ):
             num_rounds = max(len(r["rounds"]) for r in group)
             stats = [
@@ -65,6 +66,7 @@ def main():
                 marker="o",
                 ms=3,
                 capsize=2,
+                color=f"C{run_results.method_rank(method) % 10}",  # as in noise_sweep.py
                 label=method,
             )
         ax.set_title(f"symmetric noise {rate:g}", fontsize=9)

@@ -22,11 +22,10 @@ PANELS = (
     ("gold reward (mean)", run_results.gold_reward),
     ("clean held-out preference accuracy", run_results.clean_accuracy),
 )
-METHOD_ORDER = ("dpo", "cdpo", "rdpo", "ipo", "hinge", "noise_aware", "ropo", "ropo_full")
 
 
 def _method_key(method):
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+    return (run_results.method_rank(method), method)
 
 
 def main():
@@ -61,6 +60,7 @@ def main():
                 ms=3,
                 capsize=2,
                 lw=1.2,
+                color=f"C{run_results.method_rank(method) % 10}",  # the same in every figure
                 label=method,
             )
             for x, rate in zip(xs, rates, strict=True):
