@@ -44,7 +44,11 @@ def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
     header = ["variant", "method", "noise", "seeds", *(c for c, _ in COLUMNS)]
     header += paired if baseline else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for variant, group in run_results.group_by(runs, run_results.run_prefix).items():
+    groups = run_results.group_by(runs, run_results.run_prefix).items()
+    # Methods in the figures' order (the baseline first), then by variant name.
+    for variant, group in sorted(
+        groups, key=lambda item: (run_results.method_rank(item[1][0]["method"]), item[0])
+    ):
         cells = [variant, group[0]["method"], _noise(group[0]), str(len(group))]
         for _, get in COLUMNS:
             xs = run_results.values(group, get)

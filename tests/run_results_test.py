@@ -42,7 +42,8 @@ def _run(*args):
 
 @pytest.fixture
 def noise_sweep(tmp_path):
-    for method, base in (("dpo", 0.7), ("ropo_full", 0.72)):
+    # cdpo sorts before dpo by name but after it in METHOD_ORDER: the tables must use the latter.
+    for method, base in (("cdpo", 0.69), ("dpo", 0.7), ("ropo_full", 0.72)):
         for rate in (0.0, 0.2):
             for seed, delta in enumerate((-0.02, 0.0, 0.02)):
                 _write_run(
@@ -59,9 +60,9 @@ def noise_sweep(tmp_path):
 
 def test_seed_folding_and_statistics(noise_sweep):
     runs = run_results.load_runs(str(noise_sweep))
-    assert len(runs) == 12
+    assert len(runs) == 18  # 3 methods × 2 rates × 3 seeds; the unfinished run is skipped
     groups = run_results.group_by(runs, run_results.run_prefix)
-    assert sorted(groups)[0] == "dpo_noise0.0"
+    assert sorted(groups)[0] == "cdpo_noise0.0"
     mean, std = run_results.mean_std(
         run_results.values(groups["dpo_noise0.2"], run_results.win_rate)
     )
@@ -86,6 +87,9 @@ def test_results_table_folds_seeds(noise_sweep):
     assert row.endswith("| +0.020 ± 0.000 (3/3 > 0) | +0.020 ± 0.000 (3/3 > 0) |")
     baseline_row = next(line for line in paired.splitlines() if line.startswith("| dpo_noise0.2 |"))
     assert baseline_row.endswith("| – | – |")
+    variants = [line.split(" | ")[0][2:] for line in paired.splitlines()[2:]]
+    methods = [v.rpartition("_noise")[0] for v in variants]
+    assert methods[0] == "dpo" and methods == sorted(methods, key=run_results.method_rank)
     assert (noise_sweep / "results.md").read_text().strip() == paired.strip()
 
 
