@@ -190,7 +190,7 @@ def _apply(config: StepConfig, optimizer, state: TrainState, grads, sums):
     """Divides the gradient sum by the weight sum and updates, unless it is not finite."""
     denominator = jnp.maximum(sums["weight"], 1e-12)
     grads = jax.tree.map(lambda g: g / denominator, grads)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["loss"])
 
     def update(operand):

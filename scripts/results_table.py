@@ -30,10 +30,15 @@ def _noise(run):
     return f"{run['noise']['kind']} {run['noise']['rate']:g}"
 
 
+def _in_method_order(name: str, method: str):
+    """Sort key: methods in the figures' order (the baseline first), then by name."""
+    return run_results.method_rank(method), name
+
+
 def per_run_table(runs: list[dict]) -> str:
     header = ["run", "method", "noise", "seed", *(c for c, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in runs:
+    for r in sorted(runs, key=lambda r: _in_method_order(r["run"], r["method"])):
         cells = [r["run"], r["method"], _noise(r), r["seed"], *(f(r) for _, f in COLUMNS)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -45,9 +50,8 @@ def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
     header += paired if baseline else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = run_results.group_by(runs, run_results.run_prefix).items()
-    # Methods in the figures' order (the baseline first), then by variant name.
     for variant, group in sorted(
-        groups, key=lambda item: (run_results.method_rank(item[1][0]["method"]), item[0])
+        groups, key=lambda item: _in_method_order(item[0], item[1][0]["method"])
     ):
         cells = [variant, group[0]["method"], _noise(group[0]), str(len(group))]
         for _, get in COLUMNS:

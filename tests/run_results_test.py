@@ -76,6 +76,13 @@ def test_seed_folding_and_statistics(noise_sweep):
     assert deltas == pytest.approx([0.02, 0.02, 0.02])
 
 
+def test_per_run_table_lists_methods_in_method_order(noise_sweep):
+    out = _run("scripts/results_table.py", f"--root={noise_sweep}").stdout
+    methods = [line.split(" | ")[1] for line in out.splitlines()[2:]]
+    assert len(methods) == 18 and methods[0] == "dpo"
+    assert methods == sorted(methods, key=run_results.method_rank)
+
+
 def test_results_table_folds_seeds(noise_sweep):
     out = _run("scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean").stdout
     row = next(line for line in out.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
