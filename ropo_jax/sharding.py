@@ -40,6 +40,8 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "activation_kv_heads": "tensor",
     "activation_mlp": "tensor",
     "activation_vocab": "tensor",
+    # The embedding lookup's output before it moves to the activation layout (models.embed).
+    "batch_over_data": "data",
 }
 
 

@@ -25,3 +25,19 @@ def test_loss_table_and_gradient_weight_figure(tmp_path):
     out = tmp_path / "gradient_weights.png"
     _run("scripts/figures/gradient_weights.py", f"--run_dir={tmp_path}", f"--out={out}")
     assert out.stat().st_size > 10_000
+
+
+def test_memory_plan_partitions_without_replicating_activations():
+    # 2x4x1 is the layout where a D-split embedding lookup made XLA replicate the [B, T, D]
+    # gradient ("involuntary full rematerialization"); 1x2x4 adds tensor parallelism.
+    result = _run(
+        "scripts/memory_plan.py",
+        "--models=tiny",
+        "--layouts=2x4x1,1x2x4",
+        "--batch_pairs=8",
+        "--remat=full",
+        "--seq_len=64",
+    )
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| tiny |")]
+    assert [row.split(" | ")[1] for row in rows] == ["2x4x1", "1x2x4"]
+    assert "Involuntary full rematerialization" not in result.stderr
