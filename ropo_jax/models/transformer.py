@@ -144,11 +144,12 @@ def default_positions_and_segments(tokens_BT, positions_BT, segment_ids_BT):
 
 
 def embed(config: ModelConfig, params: Params, tokens_BT) -> jax.Array:
-    # The lookup is local on the table as FSDP stores it (each device holds every row, a slice
-    # of D), and its output is pinned to that D split before one all-to-all moves it to the
-    # activation layout. Left to itself, XLA picks a layout for the lookup from which, with a
-    # data axis too, the backward pass can only reach the batch-sharded gradient by replicating
-    # a [B, T, D] array on every device ("involuntary full rematerialization").
+    # The lookup is local on the table as FSDP stores it (each device holds a slice of D; with
+    # tensor parallelism, also of the rows), and its output is pinned to that D split before
+    # one all-to-all moves it to the activation layout. Left to itself, XLA picks a layout for
+    # the lookup from which, with a data axis too, the backward pass can only reach the
+    # batch-sharded gradient by replicating a [B, T, D] array on every device ("involuntary
+    # full rematerialization").
     lookup_BTD = jnp.take(params["embed"]["embedding"], tokens_BT, axis=0).astype(config.dtype)
     lookup_BTD = constrain(lookup_BTD, EMBED_LOOKUP_BTD)
     return constrain(lookup_BTD, ACTIVATION_BTD)
