@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from script_runner import run_script
 
 from ropo_jax import ropo
 from ropo_jax.data.prepared import PreferenceData
@@ -155,14 +156,8 @@ def test_invalid_options_fail_clearly(kwargs, message):
 
 
 def test_rs_pair_quality_reads_the_run(full_run):
-    out = subprocess.run(
-        [sys.executable, "scripts/rs_pair_quality.py", f"--runs={full_run}"],
-        cwd=ROOT,
-        env=ENV,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = run_script(
+        "scripts/rs_pair_quality.py", f"--runs={full_run}", env=ENV, timeout=120
     ).stdout
     row = json.loads(out.splitlines()[0])
     assert row["rs_pairs"] == sum(r["num_rs_pairs"] for r in _results(full_run)["rounds"])

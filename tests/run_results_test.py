@@ -3,14 +3,11 @@ script on a constructed sweep (no training; the values are chosen so the means a
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from script_runner import run_script
 
 from ropo_jax import run_results
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write_run(root, name, *, method, rate, seed, win, kind="symmetric", rounds=2):
@@ -32,12 +29,6 @@ def _write_run(root, name, *, method, rate, seed, win, kind="symmetric", rounds=
     os.makedirs(root / name)
     with open(root / name / "results.json", "w") as f:
         json.dump(results, f)
-
-
-def _run(*args):
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
-    )
 
 
 @pytest.fixture
@@ -77,17 +68,17 @@ def test_seed_folding_and_statistics(noise_sweep):
 
 
 def test_per_run_table_lists_methods_in_method_order(noise_sweep):
-    out = _run("scripts/results_table.py", f"--root={noise_sweep}").stdout
+    out = run_script("scripts/results_table.py", f"--root={noise_sweep}").stdout
     methods = [line.split(" | ")[1] for line in out.splitlines()[2:]]
     assert len(methods) == 18 and methods[0] == "dpo"
     assert methods == sorted(methods, key=run_results.method_rank)
 
 
 def test_results_table_folds_seeds(noise_sweep):
-    out = _run("scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean").stdout
+    out = run_script("scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean").stdout
     row = next(line for line in out.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
     assert "| 3 | 0.620 ± 0.020 |" in row
-    paired = _run(
+    paired = run_script(
         "scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean", "--baseline=dpo"
     ).stdout
     row = next(line for line in paired.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
@@ -104,7 +95,8 @@ def test_noise_figures(noise_sweep, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("figures")
     for script in ("noise_sweep.py", "noise_id_rounds.py"):
         out = out_dir / script.replace(".py", ".png")
-        printed = _run(f"scripts/figures/{script}", f"--root={noise_sweep}", f"--out={out}").stdout
+        args = (f"scripts/figures/{script}", f"--root={noise_sweep}", f"--out={out}")
+        printed = run_script(*args).stdout
         assert out.stat().st_size > 10_000
         if script == "noise_id_rounds.py":  # the plotted values: every seed 0.80, then 0.85
             assert "| 0.2 | dpo | 0.800 ± 0.000 → 0.850 ± 0.000 |" in printed
@@ -145,7 +137,7 @@ def test_ablation_figure(tmp_path):
                     kind=kind,
                 )
     out = tmp_path / "ablations.png"
-    _run("scripts/figures/ablations.py", f"--root={tmp_path}", f"--out={out}")
+    run_script("scripts/figures/ablations.py", f"--root={tmp_path}", f"--out={out}")
     assert out.stat().st_size > 10_000
 
 

@@ -3,26 +3,12 @@ lowers the 8-device train step without replicating activations."""
 
 import json
 import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(*args, env=None):
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
+from script_runner import run_script
 
 
 def test_loss_table_and_gradient_weight_figure(tmp_path):
-    table = _run("scripts/loss_table.py", f"--out_dir={tmp_path}")
+    table = run_script("scripts/loss_table.py", f"--out_dir={tmp_path}")
     assert "ROPO (α=14)" in table.stdout
     with open(tmp_path / "loss_table.json") as f:
         data = json.load(f)
@@ -30,14 +16,14 @@ def test_loss_table_and_gradient_weight_figure(tmp_path):
     assert max(ropo["grid_weight"]) <= 1.0 + 1e-6
     assert abs(data["curves"]["DPO"]["table_loss"][3] - 0.6931) < 1e-3  # βh = 0 → log 2
     out = tmp_path / "gradient_weights.png"
-    _run("scripts/figures/gradient_weights.py", f"--run_dir={tmp_path}", f"--out={out}")
+    run_script("scripts/figures/gradient_weights.py", f"--run_dir={tmp_path}", f"--out={out}")
     assert out.stat().st_size > 10_000
 
 
 def test_memory_plan_partitions_without_replicating_activations():
     # 2x4x1 is the layout where a D-split embedding lookup made XLA replicate the [B, T, D]
     # gradient ("involuntary full rematerialization"); 1x2x4 adds tensor parallelism.
-    result = _run(
+    result = run_script(
         "scripts/memory_plan.py",
         "--models=tiny",
         "--layouts=2x4x1,1x2x4",
