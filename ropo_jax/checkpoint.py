@@ -18,8 +18,10 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from ropo_jax.errors import UserError
 
-class CheckpointMismatch(ValueError):
+
+class CheckpointMismatch(UserError, ValueError):
     """The checkpoint in a workdir belongs to another model or run configuration."""
 
 
@@ -69,6 +71,27 @@ class Checkpointer:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
         )["state"]
         return restored, record
+
+    def read_record(self, step: int) -> dict[str, Any]:
+        """The JSON record of ``step`` (no arrays are read)."""
+        args = ocp.args.Composite(record=ocp.args.JsonRestore())
+        return self._manager.restore(step, args=args)["record"]
+
+    def restore_params(self, abstract_params, *, step: int):
+        """Only the parameters of ``step``'s train state (the optimizer state is not read),
+        into ``abstract_params``' shapes, dtypes and shardings."""
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_params)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item={"params": target},
+                    restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
+                    partial_restore=True,
+                )
+            ),
+        )["state"]
+        return restored["params"]
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 
+from ropo_jax.errors import UserError
+
 MAX_REPORTED = 20
 ON_ERROR_CHOICES = ("fail", "skip")
 
@@ -26,7 +28,7 @@ class Problem:
         return f"{self.path}:{self.line}: {self.reason}"
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A user-fixable problem with input data or files; its message is the whole report."""
 
 

@@ -8,11 +8,13 @@ import json
 import os
 from typing import Any
 
+from ropo_jax.errors import UserError
+
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config.json (or preset) this project cannot run, with the key and the fix."""
 
 
@@ -81,6 +83,22 @@ class ModelConfig:
         per_layer = attention + 3 * d * f + 2 * d
         head = 0 if self.tie_word_embeddings else d * v
         return v * d + self.num_layers * per_layer + d + head
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ModelConfig:
+        """The config from ``dataclasses.asdict(config)`` after a JSON round trip (a checkpoint's
+        record): ``rope_scaling`` comes back as a dict, tuples as lists."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - names)
+        if unknown:
+            raise ConfigError(
+                f"model config record has unknown keys {unknown}; it was written by another "
+                "version of ropo_jax"
+            )
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+        if isinstance(fields.get("rope_scaling"), dict):
+            fields["rope_scaling"] = RopeScaling(**fields["rope_scaling"])
+        return cls(**fields)
 
     @staticmethod
     def preset(name: str, **overrides) -> ModelConfig:

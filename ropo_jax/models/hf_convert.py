@@ -4,7 +4,10 @@ Each row names a HF tensor (``{i}`` = layer index), the parameter path, and the 
 HF's ``[out, in]`` Linear layout and ours (``[in, heads, head_dim]`` etc.). Loading streams one
 parameter at a time: a stacked [L, ...] host array is filled tensor by tensor from the
 safetensors files (memory-mapped) and moved to its target sharding before the next parameter is
-read, so a 7B checkpoint never needs two copies in host memory. Pickled ``.bin`` weights are
+read, so a 7B checkpoint never needs two copies in host memory. Saving streams the other way:
+each HF tensor (one layer's slice of a stacked parameter) is cut and cast on device, fetched
+alone (gathered across processes when the parameters are sharded over hosts) and appended to the
+current safetensors shard, so host memory peaks at about one shard. Pickled ``.bin`` weights are
 never loaded.
 """
 
@@ -14,15 +17,18 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ropo_jax import sharding as sharding_lib
+from ropo_jax.errors import UserError
 from ropo_jax.models.config import ConfigError, ModelConfig, from_hf_config, to_hf_config
 from ropo_jax.models.transformer import init_params, param_logical_axes
 
@@ -32,7 +38,7 @@ SINGLE_FILE = "model.safetensors"
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not match its config or this model, naming the tensors."""
 
 
@@ -175,13 +181,22 @@ def _check_names(path: str, config: ModelConfig, weight_map: dict[str, str]) -> 
 
 
 def load_hf(
-    path: str, *, dtype=jnp.float32, mesh: jax.sharding.Mesh | None = None, **config_overrides
+    path: str,
+    *,
+    dtype=jnp.float32,
+    mesh: jax.sharding.Mesh | None = None,
+    compute_dtype=None,
+    **config_overrides,
 ):
     """Loads ``config.json`` + safetensors from ``path`` → ``(ModelConfig, params)``.
 
-    With ``mesh`` every parameter is placed directly into its NamedSharding (logical axes via
+    ``dtype`` is the parameters' dtype (what is stored and updated); ``compute_dtype`` the dtype
+    of activations and matmuls (``ModelConfig.dtype``; default: the config's default). With
+    ``mesh`` every parameter is placed directly into its NamedSharding (logical axes via
     ``ropo_jax.sharding``); otherwise onto the default device.
     """
+    if compute_dtype is not None:
+        config_overrides["dtype"] = jnp.dtype(compute_dtype).name
     config = from_hf_config(path, param_dtype=jnp.dtype(dtype).name, **config_overrides)
     weight_map = _weight_map(path)
     _check_names(path, config, weight_map)
@@ -231,6 +246,98 @@ def load_hf(
     return config, params
 
 
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One tensor of the saved checkpoint: its rule, layer (None: not per layer), dtype, bytes."""
+
+    name: str
+    rule: TensorRule
+    layer: int | None
+    dtype: np.dtype
+    nbytes: int
+
+
+def _param(params: dict, rule: TensorRule):
+    value = params
+    for key in rule.path:
+        value = value[key]
+    return value
+
+
+def _save_plan(
+    config: ModelConfig, params: dict, dtype, max_shard_bytes: int
+) -> list[list[_Entry]]:
+    """The shards (lists of tensors) in save order, from shapes and dtypes alone: rule by rule,
+    layer by layer; a shard is closed when the next tensor would take it past the limit."""
+    shards: list[list[_Entry]] = [[]]
+    size = 0
+    for rule in rules_for(config):
+        value = _param(params, rule)
+        ours = _our_shape(rule, config)
+        got = tuple(value.shape[1:] if rule.per_layer else value.shape)
+        if got != tuple(ours) or (rule.per_layer and value.shape[0] != config.num_layers):
+            raise ValueError(
+                f"parameter {'/'.join(rule.path)} has shape {tuple(value.shape)}, but the config "
+                f"implies {((config.num_layers,) if rule.per_layer else ()) + tuple(ours)}"
+            )
+        saved = np.dtype(jnp.dtype(dtype if dtype is not None else value.dtype))
+        nbytes = int(np.prod(hf_shape(rule, config))) * saved.itemsize
+        for i in range(config.num_layers) if rule.per_layer else [None]:
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append([])
+                size = 0
+            name = rule.hf_name if i is None else rule.hf_name.format(i=i)
+            shards[-1].append(_Entry(name, rule, i, saved, nbytes))
+            size += nbytes
+    return shards
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _layer_slice(x, i, dtype):
+    return jax.lax.dynamic_index_in_dim(x, i, keepdims=False).astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _cast(x, dtype):
+    return x.astype(dtype)
+
+
+def _to_host(x) -> np.ndarray:
+    """A (possibly multi-host sharded) array as one host numpy array, on every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def _fetch(params: dict, entry: _Entry, config: ModelConfig) -> np.ndarray:
+    """One HF tensor: the layer's slice (and the cast) happens on device, so only this tensor
+    ever reaches the host."""
+    value = _param(params, entry.rule)
+    if isinstance(value, jax.Array):
+        if entry.layer is not None:
+            value = _layer_slice(value, entry.layer, entry.dtype)
+        elif value.dtype != entry.dtype:
+            value = _cast(value, entry.dtype)
+        host = _to_host(value)
+    else:  # numpy parameters
+        host = np.asarray(value if entry.layer is None else value[entry.layer])
+        host = host.astype(entry.dtype, copy=False)
+    return np.ascontiguousarray(entry.rule.to_hf(host, config))
+
+
+def _shard_file(k: int, n: int) -> str:
+    return SINGLE_FILE if n == 1 else f"model-{k:05d}-of-{n:05d}.safetensors"
+
+
+def _remove_stale(path: str) -> None:
+    """Deletes the weights of an earlier save (any shard count) so none is left beside ours."""
+    for file in os.listdir(path):
+        if file in (SINGLE_FILE, INDEX_FILE) or re.fullmatch(
+            r"model-\d{5}-of-\d{5}\.safetensors", file
+        ):
+            os.remove(os.path.join(path, file))
+
+
 def save_hf(
     config: ModelConfig,
     params: dict,
@@ -240,48 +347,34 @@ def save_hf(
     max_shard_bytes: int = 5 * 1024**3,
 ) -> None:
     """Writes ``config.json`` and safetensors (sharded with an index above ``max_shard_bytes``)
-    in the layout transformers loads. ``dtype`` defaults to the parameters' dtype."""
-    os.makedirs(path, exist_ok=True)
-    tensors: dict[str, np.ndarray] = {}
-    for rule in rules_for(config):
-        value = params
-        for key in rule.path:
-            value = value[key]
-        host = np.asarray(jax.device_get(value))
-        if dtype is not None:
-            host = host.astype(jnp.dtype(dtype))
-        if rule.per_layer:
-            for i in range(config.num_layers):
-                tensors[rule.hf_name.format(i=i)] = np.ascontiguousarray(
-                    rule.to_hf(host[i], config)
-                )
-        else:
-            tensors[rule.hf_name] = np.ascontiguousarray(rule.to_hf(host, config))
-    saved_dtype = next(iter(tensors.values())).dtype
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(to_hf_config(config, dtype=jnp.dtype(saved_dtype).name), f, indent=2)
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, tensor in tensors.items():
-        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += tensor.nbytes
-    for stale in (SINGLE_FILE, INDEX_FILE):
-        if os.path.exists(os.path.join(path, stale)):
-            os.remove(os.path.join(path, stale))
-    if len(shards) == 1:
-        save_file(shards[0], os.path.join(path, SINGLE_FILE), metadata={"format": "pt"})
-        return
-    weight_map = {}
+    in the layout transformers loads. ``dtype`` defaults to the parameters' dtype.
+
+    Streams: the shard plan comes from shapes and dtypes; then each tensor (a layer's slice of a
+    stacked parameter) is sliced and cast on device, fetched alone and appended to the current
+    shard, which is written when complete, so host memory peaks at about one shard. Parameters
+    may be sharded across processes: every process must call this (the fetches are collectives)
+    and only process 0 writes files.
+    """
+    shards = _save_plan(config, params, dtype, max_shard_bytes)
+    writer = jax.process_index() == 0
+    if writer:
+        os.makedirs(path, exist_ok=True)
+        _remove_stale(path)
+        saved_dtype = shards[0][0].dtype.name
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(to_hf_config(config, dtype=saved_dtype), f, indent=2)
+    weight_map: dict[str, str] = {}
     for k, shard in enumerate(shards, start=1):
-        file = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, os.path.join(path, file), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, file))
-    total = sum(t.nbytes for t in tensors.values())
-    with open(os.path.join(path, INDEX_FILE), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        file = _shard_file(k, len(shards))
+        tensors = {entry.name: _fetch(params, entry, config) for entry in shard}
+        if writer:
+            save_file(tensors, os.path.join(path, file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, file))
+        del tensors
+    if writer and len(shards) > 1:
+        total = sum(entry.nbytes for shard in shards for entry in shard)
+        with open(os.path.join(path, INDEX_FILE), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
 __all__ = ["TABLE", "CheckpointError", "ConfigError", "load_hf", "save_hf"]
