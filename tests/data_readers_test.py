@@ -367,7 +367,8 @@ def test_cli_alpaca_fails_then_skips(tmp_path, word_tokenizer):
     assert done.stdout.strip() == (
         f"prepared {tmp_path / 'b'}: 6 rows read, 5 examples written, 0 truncated (prompt 0, "
         f"chosen 0, rejected 0), 1 rejected (listed in {tmp_path / 'b' / 'skipped.jsonl'}), "
-        "1 left out (alpaca: no two responses with different scores)"
+        "0 exact duplicates (0 dropped), 1 left out (alpaca: no two responses with different "
+        "scores)"
     )
     with open(tmp_path / "b" / "skipped.jsonl", encoding="utf-8") as f:
         skipped = [json.loads(line) for line in f]
@@ -422,10 +423,15 @@ def test_missing_input_file_and_chat_template(tmp_path, word_tokenizer):
 
 
 def test_duplicate_ids_are_reported(tmp_path, word_tokenizer):
+    # Exact duplicates are kept (tests/data_prepare_test.py); the same id with other content is not.
     path = tmp_path / "dup.jsonl"
-    path.write_text('{"id": "x", "prompt": "q", "chosen": " a", "rejected": " b"}\n' * 2)
+    path.write_text(
+        '{"id": "x", "prompt": "q", "chosen": " a", "rejected": " b"}\n'
+        '{"id": "x", "prompt": "q", "chosen": " a", "rejected": " c"}\n'
+    )
     with pytest.raises(
-        DataError, match=r"dup.jsonl:2: duplicate id 'x' \(first at .*dup.jsonl:1\)"
+        DataError,
+        match=r"dup.jsonl:2: duplicate id 'x' with different content \(first at .*dup.jsonl:1\)",
     ):
         prepare(
             format="jsonl",

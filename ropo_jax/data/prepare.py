@@ -3,27 +3,37 @@
     python -m ropo_jax.data.prepare --format={jsonl,hh_rlhf,ultrafeedback,alpaca_comparison,tldr}
         --input=PATH --tokenizer=PATH --output_dir=DIR [--max_length=N --max_prompt_length=N]
         [--on_error={fail,skip}] [--pairing=...] [--include_cnndm] [--chat_template=FILE]
+        [--dedupe]
 
-Exit 0 with a one-line summary (rows read, examples written / truncated / rejected). On bad
-input, exit 2 with ``PATH:LINE: reason`` for the first 20 problems and a count, no traceback;
-``--on_error=skip`` drops the bad rows instead, counts them in the summary and lists them in
-``DIR/skipped.jsonl``. Label noise is not stored: it is applied at load time (SPEC §4).
+Exit 0 with a one-line summary (rows read, examples written / truncated / rejected /
+duplicates). On bad input, exit 2 with ``PATH:LINE: reason`` for the first 20 problems and a
+count, no traceback; ``--on_error=skip`` drops the bad rows instead, counts them in the summary
+and lists them in ``DIR/skipped.jsonl``. Label noise is not stored: it is applied at load time
+(SPEC §4).
+
+Duplicates are data, not errors: an example that exactly repeats an earlier one with the same
+id (same prompt, chosen, rejected and metadata, after the reader normalised the row) is kept
+under the id ``ID#dup1``, ``ID#dup2``, ... (never an id the input already uses), or dropped
+with ``--dedupe``; both are counted. The same id with different content is a real conflict and
+a problem like any other bad row.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import sys
 
 import numpy as np
 from absl import app, flags, logging
-from tqdm import tqdm
 
+from ropo_jax import processes
 from ropo_jax.data import formats
 from ropo_jax.data.encode import Encoder, Limits
 from ropo_jax.data.errors import DataError, ProblemLog, format_problems
+from ropo_jax.data.example import PreferenceExample, to_jsonable
 from ropo_jax.data.formats.alpaca_comparison import PAIRINGS
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.data.tokenizer import load_tokenizer
@@ -39,6 +49,9 @@ flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Stop on bad rows, or sk
 flags.DEFINE_enum("pairing", "best_vs_worst", list(PAIRINGS), "alpaca_comparison pairing rule.")
 flags.DEFINE_bool("include_cnndm", False, "tldr: keep CNN/DM rows (left out by default).")
 flags.DEFINE_string("chat_template", None, "Jinja chat template file overriding the tokenizer's.")
+flags.DEFINE_bool(
+    "dedupe", False, "Drop exact duplicate examples (default: keep them as ID#dup1, ...)."
+)
 
 
 def prepare(
@@ -53,6 +66,7 @@ def prepare(
     pairing: str = "best_vs_worst",
     include_cnndm: bool = False,
     chat_template: str | None = None,
+    dedupe: bool = False,
     progress: bool = True,
 ) -> dict:
     """The command as a function: returns the summary counts, raises DataError on bad input."""
@@ -72,13 +86,31 @@ def prepare(
     )
     log.raise_if_failed()  # unreadable files: nothing sensible to tokenize
     encoder = Encoder(tok, limits, chat_template=template)
-    seen: dict[str, str] = {}
+    taken = {example.id for _, _, example in located}  # a copy's new id must be none of these
+    first: dict[str, tuple[str, int, PreferenceExample]] = {}
+    copies: collections.Counter = collections.Counter()
+    duplicates = duplicates_dropped = 0
     kept, encoded = [], []
-    for path, line, example in tqdm(located, desc="tokenizing", unit="ex", disable=not progress):
-        if example.id in seen:
-            log.add(path, line, f"duplicate id {example.id!r} (first at {seen[example.id]})")
-            continue
-        seen[example.id] = f"{path}:{line}"
+    for path, line, example in processes.progress(
+        located, desc="tokenizing", unit="ex", disable=not progress
+    ):
+        if example.id in first:
+            at_path, at_line, original = first[example.id]
+            if _content(example) != _content(original):
+                log.add(
+                    path,
+                    line,
+                    f"duplicate id {example.id!r} with different content "
+                    f"(first at {at_path}:{at_line})",
+                )
+                continue
+            duplicates += 1
+            if dedupe:
+                duplicates_dropped += 1
+                continue
+            example = dataclasses.replace(example, id=_copy_id(example.id, copies, taken))
+        else:
+            first[example.id] = (path, line, example)
         try:
             encoded.append(encoder.encode(example))
         except ValueError as e:
@@ -104,11 +136,14 @@ def prepare(
         "vocab_size": tok.vocab_size,
         "max_length": max_length,
         "max_prompt_length": max_prompt_length,
+        "dedupe": bool(dedupe),
         "summary": {
             "rows_read": ctx.rows,
             "examples_written": len(kept),
             "truncated": dict(truncated),
             "rejected": len(log),
+            "duplicates": duplicates,
+            "duplicates_dropped": duplicates_dropped,
             "left_out": dict(ctx.dropped),
         },
     }
@@ -128,14 +163,40 @@ def prepare(
     return summary
 
 
+def _content(example: PreferenceExample) -> str:
+    """What makes two examples with one id exact duplicates: everything the reader kept but the
+    id, canonically serialised (so NaN scores compare equal, and key order does not matter)."""
+    parts = (example.prompt, example.chosen, example.rejected)
+    return json.dumps(
+        [None if p is None else to_jsonable(p) for p in parts] + [example.metadata],
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+
+
+def _copy_id(base: str, copies: collections.Counter, taken: set[str]) -> str:
+    """``base#dupK`` for the next K not already an id (of the input or of an earlier copy)."""
+    while True:
+        copies[base] += 1
+        candidate = f"{base}#dup{copies[base]}"
+        if candidate not in taken:
+            taken.add(candidate)
+            return candidate
+
+
 def prepare_splits(
-    directory: str, inputs: dict[str, tuple[str, str]], *, tokenizer: str, **options
+    directory: str,
+    inputs: dict[str, tuple[str, str]],
+    *,
+    tokenizer: str,
+    dedupe: bool = False,
+    **options,
 ) -> dict[str, str]:
     """Prepares raw files inside a run: ``inputs`` maps a split name to ``(format, input)``; each
-    goes to ``directory/<split>`` through :func:`prepare` with the shared ``options``. A split
-    already prepared from the same format, input, tokenizer and limits is reused (a re-run
-    resumes); one prepared from anything else is an error rather than silently replaced.
-    Returns ``{split: prepared directory}``."""
+    goes to ``directory/<split>`` through :func:`prepare` with ``dedupe`` and the shared
+    ``options``. A split already prepared from the same format, input, tokenizer, limits and
+    ``dedupe`` is reused (a re-run resumes); one prepared from anything else is an error rather
+    than silently replaced. Returns ``{split: prepared directory}``."""
     paths = {}
     for split, (format, input) in inputs.items():
         output_dir = os.path.join(directory, split)
@@ -145,12 +206,15 @@ def prepare_splits(
             "tokenizer": os.path.expanduser(tokenizer),
             "max_length": options.get("max_length", 1024),
             "max_prompt_length": options.get("max_prompt_length", 512),
+            "dedupe": bool(dedupe),
         }
         manifest_path = os.path.join(output_dir, "manifest.json")
         if os.path.isfile(manifest_path):
             with open(manifest_path, encoding="utf-8") as f:
                 manifest = json.load(f)
-            found = {k: manifest.get(k) for k in wanted}
+            # Prepared before `dedupe` existed (duplicates were then refused or skipped): reused
+            # whatever `dedupe` is now, so resuming an older run does not stop here.
+            found = {k: manifest.get(k, wanted[k] if k == "dedupe" else None) for k in wanted}
             if found != wanted:
                 raise DataError(
                     f"{output_dir} was prepared from {found}, not {wanted}; use a new run "
@@ -162,6 +226,7 @@ def prepare_splits(
                 input=input,
                 tokenizer=tokenizer,
                 output_dir=output_dir,
+                dedupe=dedupe,
                 progress=False,
                 **options,
             )
@@ -180,6 +245,10 @@ def summary_line(summary: dict, output_dir: str) -> str:
     )
     if summary["rejected"]:
         line += f" (listed in {os.path.join(output_dir, 'skipped.jsonl')})"
+    line += (
+        f", {summary.get('duplicates', 0)} exact duplicates "
+        f"({summary.get('duplicates_dropped', 0)} dropped)"
+    )
     for reason, count in summary["left_out"].items():
         line += f", {count} left out ({reason})"
     return line
@@ -203,6 +272,7 @@ def main(argv):
             pairing=FLAGS.pairing,
             include_cnndm=FLAGS.include_cnndm,
             chat_template=FLAGS.chat_template,
+            dedupe=FLAGS.dedupe,
         )
     except DataError as e:
         sys.stderr.write(f"{e}\n")
