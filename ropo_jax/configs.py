@@ -50,13 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
             max_length=1024,
             max_prompt_length=512,
             on_error="fail",
+            dedupe=False,  # drop exact duplicate rows (kept under new ids by default)
             pairing="best_vs_worst",
             include_cnndm=False,
         )
     )
-    c.noise = ml_collections.ConfigDict(
-        dict(kind="none", rate=0.0, seed=0, temperature=1.0, source_strengths="")
-    )
+    c.noise = ml_collections.ConfigDict(dict(kind="none", rate=0.0, seed=0, temperature=1.0))
     c.model = ml_collections.ConfigDict(
         dict(
             preset="tiny",
@@ -127,6 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
         reward_batch_size=8,
         reward_device="auto",  # "auto" (CUDA when available), "cpu" or "cuda"
     )
+    # Every run that trains writes its final policy to WORKDIR/model/ (and the SFT stage to
+    # WORKDIR/sft_model/) as a Hugging Face model directory. dtype "": the parameters' dtype.
+    c.export = ml_collections.ConfigDict(dict(dtype="", max_shard_gb=2.0))
     c.tensorboard = True
     # XLA's persistent compilation cache: later runs and sweep members with the same shapes load
     # compiled steps instead of recompiling (halves a CPU benchmark run). "" turns it off.
