@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import numpy as np
 from absl import logging
 
 from ropo_jax import eval as eval_lib
-from ropo_jax import eval_generations, sampling, scoring
+from ropo_jax import eval_generations, processes, sampling, scoring
 from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
 
@@ -73,7 +71,9 @@ def evaluate(
         results["noise_identification"] = eval_lib.noise_identification(
             scores, train_data.is_flipped, filter_ratio=float(config.ropo.filter_ratio)
         )
-    np.savez(os.path.join(workdir, "final_scores.npz"), **scores, is_flipped=train_data.is_flipped)
+    processes.write_npz(
+        os.path.join(workdir, "final_scores.npz"), **scores, is_flipped=train_data.is_flipped
+    )
     if config.task == "synthetic" and "eval_prompts" in paths:
         results["eval"].update(
             _gold_evaluation(config, model_config, policy_params, sft_params, paths)
@@ -121,7 +121,7 @@ def _generation_evaluation(
         reward_model=e.reward_model or None,
         reward_batch_size=int(e.reward_batch_size),
         reward_device=e.reward_device,
-        write=jax.process_index() == 0,
+        write=processes.is_writer(),
     )
 
 

@@ -13,15 +13,27 @@ from typing import Any
 
 import jax
 import ml_collections
+from absl import logging
 
 from ropo_jax import eval as eval_lib
-from ropo_jax import final_evaluation, losses, models, scoring, sharding, train, trainer
+from ropo_jax import export as export_lib
+from ropo_jax import (
+    final_evaluation,
+    losses,
+    models,
+    processes,
+    scoring,
+    sharding,
+    train,
+    trainer,
+)
 from ropo_jax import ropo as ropo_lib
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
 from ropo_jax.data.prepare import prepare_splits
 from ropo_jax.data.prepared import load_prepared
+from ropo_jax.errors import ConfigValueError
 from ropo_jax.metrics import MetricsWriter, flatten
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import prepare as synthetic_prepare
@@ -60,6 +72,17 @@ def loss_hyperparams(config: ml_collections.ConfigDict, loss: str) -> dict[str, 
 
 
 def data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+    """The run's data directories; data prepared inside the run (the synthetic task,
+    ``data.raw``) is written by process 0, then found ready by the others."""
+    if processes.is_writer():
+        paths = _data_paths(config, workdir)
+    processes.barrier("data prepared")
+    if not processes.is_writer():
+        paths = _data_paths(config, workdir)
+    return paths
+
+
+def _data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     if config.task == "synthetic":
         s = config.synthetic
         task_config = synthetic_task.TaskConfig(**dict(s.task))
@@ -68,13 +91,13 @@ def data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str
             os.path.join(workdir, "data"), task_config, data_config, seed=int(s.data_seed)
         )
     if config.task != "prepared":
-        raise ValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
+        raise ConfigValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
     paths = {k: v for k, v in dict(config.data).items() if isinstance(v, str) and v}
     raw = config.data.raw
     if raw.format:
         paths.update(_prepare_raw(config, workdir, given=paths))
     if "train" not in paths:
-        raise ValueError(
+        raise ConfigValueError(
             "config.data.train is empty: prepare a data set with ropo_jax.data.prepare"
         )
     return paths
@@ -90,9 +113,11 @@ def _prepare_raw(config: ml_collections.ConfigDict, workdir: str, *, given) -> d
     }
     both = sorted(set(inputs) & set(given))
     if both:
-        raise ValueError(f"config.data.{both[0]} and config.data.raw.{both[0]} are both set")
+        raise ConfigValueError(f"config.data.{both[0]} and config.data.raw.{both[0]} are both set")
     if not data.tokenizer:
-        raise ValueError("config.data.raw needs config.data.tokenizer (a tokenizer directory)")
+        raise ConfigValueError(
+            "config.data.raw needs config.data.tokenizer (a tokenizer directory)"
+        )
     try:
         return prepare_splits(
             os.path.join(workdir, "data"),
@@ -101,12 +126,13 @@ def _prepare_raw(config: ml_collections.ConfigDict, workdir: str, *, given) -> d
             max_length=int(raw.max_length),
             max_prompt_length=int(raw.max_prompt_length),
             on_error=raw.on_error,
+            dedupe=bool(raw.dedupe),
             pairing=raw.pairing,
             include_cnndm=bool(raw.include_cnndm),
             chat_template=data.chat_template or None,
         )
     except DataError as e:
-        raise ValueError(f"config.data.raw: {e}") from None
+        raise DataError(f"config.data.raw: {e}") from None
 
 
 def build_model(
@@ -116,18 +142,22 @@ def build_model(
     weights. With a prepared data set's ``manifest`` a preset takes the tokenizer's vocabulary
     size and BOS/EOS ids, and a checkpoint must cover the vocabulary."""
     m = config.model
-    overrides = dict(dtype=m.dtype, remat_policy=m.remat_policy)
     if m.hf_path:
         model_config, params = models.load_hf(
-            m.hf_path, dtype=m.param_dtype, mesh=mesh, **overrides
+            m.hf_path,
+            dtype=m.param_dtype,
+            compute_dtype=m.dtype,
+            mesh=mesh,
+            remat_policy=m.remat_policy,
         )
         if manifest is not None and int(manifest["vocab_size"]) > model_config.vocab_size:
-            raise ValueError(
+            raise ConfigValueError(
                 f"the data's tokenizer {manifest.get('tokenizer')} has {manifest['vocab_size']} "
                 f"tokens but {m.hf_path} embeds {model_config.vocab_size}; prepare the data "
                 "with the model's own tokenizer"
             )
         return model_config, params
+    overrides = dict(dtype=m.dtype, remat_policy=m.remat_policy)
     if vocab_size is not None:
         overrides["vocab_size"] = vocab_size
     elif manifest is not None:
@@ -138,6 +168,36 @@ def build_model(
         )
     model_config = models.ModelConfig.preset(m.preset, param_dtype=m.param_dtype, **overrides)
     return model_config, models.init_params(model_config, jax.random.key(config.seed))
+
+
+def export_policy(config, workdir, name, model_config, params, *, stage: str) -> None:
+    """``WORKDIR/<name>/`` as a Hugging Face model directory (``ropo_jax.export``), unless a
+    previous run of this command already exported exactly these parameters."""
+    e = config.export
+    provenance = {
+        "stage": stage,
+        "params_hash": scoring.params_hash(params),
+        "dtype": e.dtype or model_config.param_dtype,
+    }
+    output_dir = os.path.join(workdir, name)
+    if processes.agree(export_lib.is_exported(output_dir, provenance)):
+        return
+    info = export_lib.read_export_info(workdir)
+    chat_template = None
+    if info["chat_template"]:
+        with open(info["chat_template"], encoding="utf-8") as f:
+            chat_template = f.read()
+    export_lib.export_model(
+        model_config,
+        params,
+        output_dir,
+        tokenizer_dir=info["tokenizer"],
+        chat_template=chat_template,
+        dtype=e.dtype or None,
+        max_shard_bytes=int(float(e.max_shard_gb) * 1024**3),
+        provenance=provenance,
+    )
+    logging.info("%s: exported to %s", stage, output_dir)
 
 
 def noise_config(config: ml_collections.ConfigDict) -> NoiseConfig:
@@ -162,6 +222,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         vocab = len(
             synthetic_task.vocabulary(synthetic_task.TaskConfig(**dict(config.synthetic.task)))
         )
+    export_lib.write_export_info(
+        workdir,
+        tokenizer_dir=paths.get("tokenizer") or train_data.manifest.get("tokenizer"),
+        chat_template_path=config.data.chat_template or None,
+    )
     manifest = train_data.manifest if config.task == "prepared" else None
     model_config, init_params = build_model(config, vocab, manifest, mesh)
     init_params = jax.device_put(
@@ -183,6 +248,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer=writer,
             mesh=mesh,
         )
+        export_policy(config, workdir, "sft_model", model_config, sft_params, stage="sft")
 
     cache_dir = os.path.join(workdir, "cache")
     batch_size = int(config.eval.batch_size)
@@ -213,7 +279,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
     if config.method == "sft":  # supervised fine-tuning only; the SFT model is evaluated
         if not config.sft.enabled:
-            raise ValueError("config.method='sft' needs config.sft.enabled=True")
+            raise ConfigValueError("config.method='sft' needs config.sft.enabled=True")
         policy_params, scoring_loss, extra = sft_params, "dpo", {}
     else:
         policy_params, scoring_loss, extra = _preference_rounds(
@@ -228,6 +294,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             mesh=mesh,
             reference_key=reference_key,
         )
+    if config.method != "sft" or config.sft.enabled:  # a run that trained
+        export_policy(config, workdir, "model", model_config, policy_params, stage=config.method)
 
     results = final_evaluation.evaluate(
         config,
@@ -247,7 +315,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results["noise"]["realised_rate"] = (
         None if noise_result is None else float(noise_result.is_flipped.mean())
     )
-    if jax.process_index() == 0:
+    if processes.is_writer():
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
     writer.write({"stage": "final", **flatten(results)})

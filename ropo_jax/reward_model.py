@@ -25,9 +25,8 @@ import sys
 
 import numpy as np
 from absl import app, flags, logging
-from tqdm import tqdm
 
-from ropo_jax import eval_metrics
+from ropo_jax import eval_metrics, processes
 
 
 class RewardModel:
@@ -91,7 +90,9 @@ class RewardModel:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         rewards = np.zeros(len(encoded), np.float64)
         batches = range(0, len(order), batch_size)
-        for start in tqdm(batches, desc="reward model", unit="batch", disable=len(batches) < 2):
+        for start in processes.progress(
+            batches, desc="reward model", unit="batch", disable=len(batches) < 2
+        ):
             rows = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in rows)
             ids = np.full((len(rows), width), self.pad_id, np.int64)

@@ -30,8 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ropo_jax import eval_metrics, filtering, rejection_sampling, sampling, scoring, train, trainer
+from ropo_jax import (
+    eval_metrics,
+    filtering,
+    processes,
+    rejection_sampling,
+    sampling,
+    scoring,
+    train,
+    trainer,
+)
 from ropo_jax.data.prepared import PreferenceData, load_prepared
+from ropo_jax.errors import ConfigValueError
 from ropo_jax.metrics import flatten
 from ropo_jax.models import ModelConfig
 
@@ -59,24 +69,28 @@ class RopoConfig:
 
     def __post_init__(self):
         if self.num_rounds < 1:
-            raise ValueError(f"ropo.num_rounds={self.num_rounds} must be >= 1")
+            raise ConfigValueError(f"ropo.num_rounds={self.num_rounds} must be >= 1")
         if not 0.0 <= self.filter_ratio < 1.0:
-            raise ValueError(f"ropo.filter_ratio={self.filter_ratio} must lie in [0, 1)")
+            raise ConfigValueError(f"ropo.filter_ratio={self.filter_ratio} must lie in [0, 1)")
         if self.filter_mode not in FILTER_MODES:
-            raise ValueError(f"ropo.filter_mode={self.filter_mode!r} is not one of {FILTER_MODES}")
+            raise ConfigValueError(
+                f"ropo.filter_mode={self.filter_mode!r} is not one of {FILTER_MODES}"
+            )
         if self.filter_granularity not in GRANULARITIES:
-            raise ValueError(
+            raise ConfigValueError(
                 f"ropo.filter_granularity={self.filter_granularity!r} is not one of {GRANULARITIES}"
             )
         selections = rejection_sampling.SELECTIONS
         if self.rs_selection not in selections:
-            raise ValueError(f"ropo.rs.selection={self.rs_selection!r} is not one of {selections}")
+            raise ConfigValueError(
+                f"ropo.rs.selection={self.rs_selection!r} is not one of {selections}"
+            )
         if self.rs_selection == "best_vs_worst_original" and not self.rs_include_original:
-            raise ValueError(
+            raise ConfigValueError(
                 "ropo.rs.selection='best_vs_worst_original' needs rs.include_original=True"
             )
         if self.rs_num_candidates < 2:
-            raise ValueError(f"ropo.rs.num_candidates={self.rs_num_candidates} must be >= 2")
+            raise ConfigValueError(f"ropo.rs.num_candidates={self.rs_num_candidates} must be >= 2")
 
 
 def concat(a: PreferenceData, b: PreferenceData | None) -> PreferenceData:
@@ -226,6 +240,8 @@ def rejection_sample(
 
 
 def _write_json(path, value):
+    if not processes.is_writer():
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(value, f, indent=1)
@@ -278,6 +294,7 @@ def run_rounds(
                 cache_dir=cache_dir,
                 batch_size=batch_size,
                 mesh=mesh,
+                params_key=reference_key,
             )
             ref_t = (
                 np.concatenate([reference[0], rs_ref[0]]),
@@ -300,7 +317,7 @@ def run_rounds(
             example_weights=weights_t,
         )
         done_path = os.path.join(round_dir, "done.json")
-        if os.path.exists(done_path):  # scores, w and RS of this round are on disk
+        if processes.agree(os.path.exists(done_path)):  # scores, w and RS are on disk
             with open(done_path) as f:
                 summary = json.load(f)
             weights_N = np.load(os.path.join(round_dir, "weights_next.npy"))
@@ -334,7 +351,7 @@ def run_rounds(
             else {"precision": None, "recall": None, "f1": None, "auroc": None}
         )
         next_weights_N = keep_N.astype(np.float32) if filter_next else np.ones(n, np.float32)
-        np.savez(
+        processes.write_npz(
             os.path.join(round_dir, "scores.npz"),
             ids=np.array(train_data.ids),
             margin=scores["margin"],
@@ -366,10 +383,12 @@ def run_rounds(
                 batch_size=batch_size,
                 mesh=mesh,
             )
-            new_rs.save(os.path.join(round_dir, "rs_pairs"))
-        with open(os.path.join(round_dir, "samples.jsonl"), "w") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
+            if processes.is_writer():
+                new_rs.save(os.path.join(round_dir, "rs_pairs"))
+        if processes.is_writer():
+            with open(os.path.join(round_dir, "samples.jsonl"), "w") as f:
+                for record in records:
+                    f.write(json.dumps(record) + "\n")
         round_eval = evaluate_round(params) if evaluate_round is not None else {}
         summary = {
             "round": t,
@@ -382,8 +401,10 @@ def run_rounds(
         }
         _write_json(os.path.join(round_dir, "eval.json"), summary)
         writer.write({"stage": f"round_{t}", "round": t, **flatten(summary)})
-        np.save(os.path.join(round_dir, "weights_next.npy"), next_weights_N)
-        _write_json(done_path, summary)
+        if processes.is_writer():
+            np.save(os.path.join(round_dir, "weights_next.npy"), next_weights_N)
+        _write_json(done_path, summary)  # last: the round's files are complete
+        processes.barrier(f"round {t} written")
         logging.info("round %d: %s", t, summary)
         weights_N, rs_data = next_weights_N, new_rs
         summaries.append(summary)

@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
-from ropo_jax import models
+from ropo_jax import models, processes
 from ropo_jax.models import ModelConfig
 from ropo_jax.sampling_ops import select_next_token
 
@@ -118,7 +117,9 @@ def generate(
     outputs: list[list[int]] = []
     num_batches = -(-len(prompts) // batch_size)
     compiled_shapes = set()
-    for b in tqdm(range(num_batches), desc="sampling", disable=not progress, unit="batch"):
+    for b in processes.progress(
+        range(num_batches), desc="sampling", disable=not progress, unit="batch"
+    ):
         chunk = prompts[b * batch_size : (b + 1) * batch_size]
         real = len(chunk)
         chunk = chunk + [chunk[0]] * (batch_size - real)

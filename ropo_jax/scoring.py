@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from ropo_jax import batches as batches_lib
-from ropo_jax import losses, train
+from ropo_jax import losses, processes, train
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.models import ModelConfig
@@ -57,11 +56,9 @@ def sequence_logps_over(
     chosen_N = np.full(len(data), np.nan, np.float32)
     rejected_N = np.full(len(data), np.nan, np.float32)
     num_batches = -(-len(data) // batch_size)
-    for batch in tqdm(
-        iterator, total=num_batches, desc=desc, unit="batch", disable=jax.process_index() != 0
-    ):
+    for batch in processes.progress(iterator, total=num_batches, desc=desc, unit="batch"):
         device_batch = batches_lib.put_batch(batch, mesh, micro_axis=False)
-        logps_S, index_B = jax.device_get(
+        logps_S, index_B = processes.fetch(
             _slot_logps(model_config, chunk_size, params, device_batch)
         )
         b = len(index_B)
@@ -74,13 +71,52 @@ def sequence_logps_over(
     return chosen_N, rejected_N
 
 
+_MIX_SEEDS = (0x9E3779B9, 0x85EBCA6B)
+
+
+def _mix32(x):
+    """murmur3's 32-bit finaliser: a bijection that spreads every input bit over the word."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+@jax.jit
+def _fingerprints(leaves):
+    """Two 32-bit sums per array of mix(bits, position, seed), computed where the array lives.
+    Sums mod 2^32 are exact whatever the reduction order, so an array gives the same value on
+    any mesh, sharded or not, and only 8 bytes per array reach the host."""
+    out = []
+    for x in leaves:
+        width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+        bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+        position = jnp.zeros(x.shape, jnp.uint32)
+        for dim in range(x.ndim):  # the row-major index, without reshaping a sharded array
+            stride = int(np.prod(x.shape[dim + 1 :], dtype=np.int64)) % 2**32
+            iota = jax.lax.broadcasted_iota(jnp.uint32, x.shape, dim)
+            position = position + iota * jnp.uint32(stride)
+        out.append(
+            jnp.stack(
+                [
+                    jnp.sum(_mix32(_mix32(bits ^ jnp.uint32(seed)) + position), dtype=jnp.uint32)
+                    for seed in _MIX_SEEDS
+                ]
+            )
+        )
+    return out
+
+
 def params_hash(params) -> str:
-    """sha256 over every parameter's path, dtype, shape and bytes."""
+    """A digest of every parameter's path, dtype, shape and values, computed on the devices that
+    hold them (parameters sharded over hosts are never fetched; see ``_fingerprints``)."""
+    paths_and_leaves = jax.tree_util.tree_leaves_with_path(params)
+    sums = jax.device_get(_fingerprints([leaf for _, leaf in paths_and_leaves]))
     h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        array = np.asarray(jax.device_get(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
-        h.update(np.ascontiguousarray(array).tobytes())
+    for (path, leaf), pair in zip(paths_and_leaves, sums, strict=True):
+        h.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}|".encode())
+        h.update(np.asarray(pair, np.uint32).tobytes())
     return h.hexdigest()
 
 
@@ -103,7 +139,7 @@ def reference_logps(
         params_key = params_key or params_hash(ref_params)
         key = hashlib.sha256((data.fingerprint() + params_key).encode()).hexdigest()[:24]
         path = os.path.join(cache_dir, f"ref_logps_{key}.npz")
-        if os.path.exists(path):
+        if processes.agree(os.path.exists(path)):
             cached = np.load(path)
             logging.info("reference log-probs of %d examples from cache %s", len(data), path)
             return cached["chosen"], cached["rejected"]
@@ -116,7 +152,7 @@ def reference_logps(
         mesh=mesh,
         desc="reference log-probs",
     )
-    if path and jax.process_index() == 0:
+    if path and processes.is_writer():
         os.makedirs(cache_dir, exist_ok=True)
         tmp = path + ".tmp.npz"
         np.savez(tmp, chosen=chosen_N, rejected=rejected_N)

@@ -17,14 +17,14 @@ import time
 import jax
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from ropo_jax import batches as batches_lib
 from ropo_jax import checkpoint as checkpoint_lib
 from ropo_jax import metrics as metrics_lib
-from ropo_jax import optim, scoring, train
+from ropo_jax import optim, processes, scoring, train
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.errors import ConfigValueError
 from ropo_jax.models import ModelConfig
 
 
@@ -81,7 +81,7 @@ def run_stage(
     """
     micro_size = stage.batch_size // stage.micro_batches
     if micro_size * stage.micro_batches != stage.batch_size:
-        raise ValueError(
+        raise ConfigValueError(
             f"{stage.name}.batch_size={stage.batch_size} is not divisible by "
             f"micro_batches={stage.micro_batches}"
         )
@@ -89,7 +89,7 @@ def run_stage(
     batches_per_epoch = num_examples // micro_size
     total_steps = math.floor(stage.epochs * batches_per_epoch / stage.micro_batches)
     if total_steps < 1:
-        raise ValueError(
+        raise ConfigValueError(
             f"{stage.name}: {num_examples} examples give no full update of batch_size="
             f"{stage.batch_size}; lower the batch size or add data"
         )
@@ -151,12 +151,8 @@ def run_stage(
     )
     pending, last_time = [], time.perf_counter()
     peak = metrics_lib.device_peak_flops()
-    progress = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc=stage.name,
-        unit="step",
-        disable=jax.process_index() != 0,
+    progress = processes.progress(
+        total=total_steps, initial=start_step, desc=stage.name, unit="step"
     )
     for step in range(start_step, total_steps):
         host_batches = []

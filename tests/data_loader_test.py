@@ -340,8 +340,11 @@ def test_sharding_splits_global_batches(mode):
         np.testing.assert_array_equal(
             np.concatenate([p["example_index"] for p in parts]), whole["example_index"]
         )
-        for p in parts:
-            check_batch(p, data)
+        # The global batch the processes assemble (rows and pairs in process order, as
+        # batches.put_batch lays them out) reads back every pair from its global slots: chosen of
+        # global pair g in slot g, rejected in slot B + g.
+        assembled = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        check_batch(assembled, data)
 
 
 def test_loader_errors():

@@ -20,20 +20,13 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 TEMPLATE = os.path.join(FIXTURES, "mistral_chat_template.jinja")
 
 
-def _mistral_model_path():
-    try:
-        import mistral_common
-    except ImportError:
-        return None
-    path = os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1")
-    return path if os.path.isfile(path) else None
-
-
-MISTRAL = _mistral_model_path()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Taken from the mistral-common wheel by scripts/_setup_env.sh (the file only, not the package).
+MISTRAL_MODEL = os.path.join(ROOT, ".venv", "share", "ropo_jax", "mistral_tokenizer.model.v1")
+MISTRAL = MISTRAL_MODEL if os.path.isfile(MISTRAL_MODEL) else None
 needs_mistral = pytest.mark.skipif(
     MISTRAL is None,
-    reason="mistral_common/data/tokenizer.model.v1 not installed "
-    "(pip install --no-deps mistral-common==1.13.1)",
+    reason=f"{MISTRAL_MODEL} missing: ./scripts/test.sh extracts it from the mistral-common wheel",
 )
 
 

@@ -1,5 +1,6 @@
-"""A two-process run on localhost (jax.distributed with gloo CPU collectives) gives the same
-losses as one process: each process loads its half of every global batch."""
+"""Two processes on localhost (jax.distributed with gloo CPU collectives) give the same run as
+one process: each process loads its half of every global batch, parameters are sharded across
+both, and process 0 alone writes the run's files."""
 
 import json
 import os
@@ -9,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hf_checkpoints import build_checkpoint
+from safetensors.numpy import load_file
 
 from ropo_jax.synthetic import dataset, prepare, task
 
@@ -47,3 +50,98 @@ def test_two_processes_match_one(tmp_path):
     # Same global batches, reduced across processes: equal up to summation order.
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-6)
     assert len(_losses(one)) == 6
+
+
+def _main_command(workdir, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "ropo_jax.main",
+        "--config=experiments/smoke.py",
+        f"--workdir={workdir}",
+        "--config.method=ropo_full",  # filtering and rejection sampling
+        "--config.mesh.shape=(1,-1,1)",  # FSDP over all 8 devices: across both processes
+        *overrides,
+    ]
+
+
+def run_main(workdir, *overrides, processes: int):
+    """``python -m ropo_jax.main`` as 1 process × 8 CPU devices or 2 processes × 4."""
+    devices = 8 // processes
+    env = {**ENV, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    command = _main_command(workdir, *overrides)
+    if processes > 1:
+        port = _free_port()
+        command += [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}"]
+    logs = [open(f"{workdir}.{i}.log", "w") for i in range(processes)]  # noqa: SIM115
+    workers = [
+        subprocess.Popen(
+            [*command, f"--process_id={i}"] if processes > 1 else command,
+            cwd=ROOT,
+            env=env,
+            stdout=logs[i],
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(processes)
+    ]
+    codes = [w.wait(timeout=900) for w in workers]
+    for log in logs:
+        log.close()
+    if codes != [0] * processes:
+        with open(f"{workdir}.0.log") as f:
+            raise AssertionError(f"exit codes {codes}:\n{f.read()[-3000:]}")
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        return {k: v for key in tree for k, v in _flat(tree[key], f"{prefix}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, x in enumerate(tree) for k, v in _flat(x, f"{prefix}[{i}]").items()}
+    return {prefix: tree}
+
+
+def assert_same_run(one, two):
+    """results.json, each round's scores and kept set, and the exported weights agree to float
+    tolerance (the two runs reduce in different orders)."""
+    with open(os.path.join(one, "results.json")) as f:
+        results_one = _flat(json.load(f))
+    with open(os.path.join(two, "results.json")) as f:
+        results_two = _flat(json.load(f))
+    assert results_one.keys() == results_two.keys()
+    for key, value in results_one.items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(results_two[key], value, rtol=1e-4, atol=1e-4, err_msg=key)
+        else:
+            assert results_two[key] == value, key
+    rounds = sorted(d for d in os.listdir(one) if d.startswith("round_"))
+    assert rounds == ["round_1", "round_2"]
+    for name in rounds:
+        a, b = (np.load(os.path.join(w, name, "scores.npz")) for w in (one, two))
+        np.testing.assert_array_equal(a["kept"], b["kept"])
+        np.testing.assert_allclose(a["margin"], b["margin"], rtol=1e-4, atol=1e-4)
+    assert results_one["/rounds[0]/num_rs_pairs"] > 0
+    for name in ("model", "sft_model"):
+        a, b = (load_file(os.path.join(w, name, "model.safetensors")) for w in (one, two))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.e2e
+def test_main_from_a_checkpoint_on_two_processes_matches_one(tmp_path):
+    """The checkpoint path (a transformers-saved Llama streamed into FSDP shards that span both
+    processes), SFT, ROPO rounds with filtering and rejection sampling, evaluation and export."""
+    checkpoint = build_checkpoint(str(tmp_path / "llama"), "llama")
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    overrides = (f"--config.model.hf_path={checkpoint}",)
+    run_main(one, *overrides, processes=1)
+    run_main(two, *overrides, processes=2)
+    assert_same_run(one, two)
+
+
+@pytest.mark.slow
+def test_main_with_a_preset_model_on_two_processes_matches_one(tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    run_main(one, processes=1)
+    run_main(two, processes=2)
+    assert_same_run(one, two)

@@ -177,7 +177,7 @@ class BatchPlan:
             for i in shards[self.shard_index]
             if i >= 0
         ]
-        return batching.collate(
+        local = batching.collate(
             pairs,
             num_pairs=self.local,
             seq_len=seq_len,
@@ -186,6 +186,20 @@ class BatchPlan:
             num_rows=num_rows,
             sft=self.sft,
         )
+        local["sequence_index"] = self.global_slots(local["sequence_index"])
+        return local
+
+    def global_slots(self, local_slot):
+        """Sequence slots of this process's rows in the global batch the processes assemble:
+        the global batch's pairs are the shards' pairs in process order, so local pair i is
+        global pair g = shard·local + i, with chosen slot g and rejected slot B_global + g."""
+        if self.shard_count == 1:
+            return local_slot
+        offset = self.shard_index * self.local
+        is_rejected = local_slot >= self.local
+        pair = np.where(is_rejected, local_slot - self.local, local_slot) + offset
+        global_pairs = self.local * self.shard_count
+        return np.where(is_rejected, pair + global_pairs, pair).astype(local_slot.dtype)
 
     def _rows_needed(self, shard: np.ndarray) -> int:
         real = shard[shard >= 0]
