@@ -3,11 +3,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from script_runner import run_module
 
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.prepare import prepare, prepare_splits, summary_line
@@ -29,13 +28,7 @@ def _write(path, lines):
 
 
 def _run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "ropo_jax.data.prepare", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    return run_module("ropo_jax.data.prepare", *args, timeout=120)
 
 
 def _prepare(fmt, path, output_dir, **options):

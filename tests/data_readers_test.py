@@ -4,10 +4,9 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+from script_runner import run_module
 
 from ropo_jax.data import formats
 from ropo_jax.data.errors import DataError, ProblemLog
@@ -336,13 +335,7 @@ def test_prepare_every_format(tmp_path, word_tokenizer, fmt, name, count):
 
 
 def _run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "ropo_jax.data.prepare", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+    return run_module("ropo_jax.data.prepare", *args, timeout=120)
 
 
 def test_cli_alpaca_fails_then_skips(tmp_path, word_tokenizer):

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from script_runner import run_module
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from ropo_jax import export, metrics, models, sharding, train, trainer
 from ropo_jax.data.loader import load_preference_data
+from ropo_jax.export import __main__ as export_command
 from ropo_jax.synthetic import dataset, prepare, task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,8 +203,8 @@ def test_export_info_and_stage_selection(tmp_path):
     assert export.default_stage({"sft": [4]}) == "sft"
     assert export.default_stage({}) is None
     with pytest.raises(export.ExportError, match="not both"):
-        export._stage_from_flags(1, "sft")
-    assert export._stage_from_flags(3, None) == "round_3"
+        export_command.stage_from_flags(1, "sft")
+    assert export_command.stage_from_flags(3, None) == "round_3"
 
 
 @pytest.fixture(scope="module")
@@ -245,14 +247,7 @@ def test_restore_params_reads_the_checkpoint(trained_workdir):
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "ropo_jax.export", *args],
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("ropo_jax.export", *args, env=ENV)
 
 
 def test_command_line_exports_a_run(trained_workdir, tmp_path):

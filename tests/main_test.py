@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from script_runner import main_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One CPU device per run keeps these subprocesses light (the suite's 8 fake devices are for
@@ -21,14 +22,7 @@ TIMING_KEYS = {"tokens_per_s", "mfu"}
 
 
 def _command(workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "ropo_jax.main",
-        "--config=experiments/smoke.py",
-        f"--workdir={workdir}",
-        *overrides,
-    ]
+    return main_command(workdir, *overrides)
 
 
 def _run(workdir, *overrides, check=True):

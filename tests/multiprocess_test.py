@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hf_checkpoints import build_checkpoint
 from safetensors.numpy import load_file
+from script_runner import main_command
 
 from ropo_jax.synthetic import dataset, prepare, task
 
@@ -53,16 +54,12 @@ def test_two_processes_match_one(tmp_path):
 
 
 def _main_command(workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "ropo_jax.main",
-        "--config=experiments/smoke.py",
-        f"--workdir={workdir}",
+    return main_command(
+        workdir,
         "--config.method=ropo_full",  # filtering and rejection sampling
         "--config.mesh.shape=(1,-1,1)",  # FSDP over all 8 devices: across both processes
         *overrides,
-    ]
+    )
 
 
 def run_main(workdir, *overrides, processes: int):

@@ -4,12 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from script_runner import run_script
+from script_runner import main_command, run_script
 
 from ropo_jax import ropo
 from ropo_jax.data.prepared import PreferenceData
@@ -29,14 +28,7 @@ SMALL = (
 
 
 def _command(workdir):
-    return [
-        sys.executable,
-        "-m",
-        "ropo_jax.main",
-        "--config=experiments/smoke.py",
-        f"--workdir={workdir}",
-        *SMALL,
-    ]
+    return main_command(workdir, *SMALL)
 
 
 def _read(*parts):

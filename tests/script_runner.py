@@ -18,3 +18,27 @@ def run_script(*args: str, env: dict | None = None, timeout: int = 300):
         check=True,
         timeout=timeout,
     )
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 300):
+    """``python -m MODULE ARGS…`` in ROOT, output captured; the caller checks the exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def main_command(workdir, *overrides: str, config: str = "experiments/smoke.py") -> list[str]:
+    """The argv of ``python -m ropo_jax.main --config=CONFIG --workdir=WORKDIR OVERRIDES…``."""
+    return [
+        sys.executable,
+        "-m",
+        "ropo_jax.main",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]

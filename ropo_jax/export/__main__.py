@@ -1,0 +1,145 @@
+"""``python -m ropo_jax.export --workdir=W --output=DIR [--round=T | --stage=sft] [--step=S]
+[--dtype=bfloat16] [--max_shard_gb=2]``: one stored checkpoint of a run as a Hugging Face
+model directory (see the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+
+from ropo_jax.errors import UserError
+from ropo_jax.export.checkpoints import (
+    read_model_config,
+    resolve_checkpoint,
+    restore_params,
+)
+from ropo_jax.export.info import (
+    CHECKPOINTS,
+    DTYPES,
+    EXPORT_INFO,
+    ExportError,
+    read_export_info,
+)
+from ropo_jax.export.model_dir import (
+    export_model,
+    is_exported,
+)
+
+
+def stage_from_flags(round_: int | None, stage: str | None) -> str | None:
+    if round_ is not None and stage is not None:
+        raise ExportError("pass --round or --stage, not both")
+    if round_ is not None:
+        if round_ < 1:
+            raise ExportError(f"--round={round_}: preference rounds are numbered from 1")
+        return f"round_{round_}"
+    return stage
+
+
+def _read_chat_template(path: str | None) -> str | None:
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise ExportError(f"chat template {path} (recorded in {EXPORT_INFO}) not found")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def run_export(
+    workdir: str,
+    output_dir: str,
+    *,
+    stage: str | None = None,
+    step: int | None = None,
+    dtype: str | None = None,
+    max_shard_bytes: int = 2 * 1024**3,
+) -> str:
+    """The command line's work: restore, export (unless this export is there), a summary."""
+    from ropo_jax import sharding as sharding_lib
+
+    if dtype is not None and dtype not in DTYPES:
+        raise ExportError(f"--dtype={dtype}: choose one of {DTYPES}")
+    if not os.path.isdir(workdir):
+        raise ExportError(f"workdir {workdir} does not exist")
+    info = read_export_info(workdir)
+    if not info.get("tokenizer"):
+        raise ExportError(
+            f"{os.path.join(workdir, EXPORT_INFO)} records no tokenizer (the run had no "
+            "data.tokenizer); an export needs one"
+        )
+    chat_template = _read_chat_template(info.get("chat_template"))
+    stage, step = resolve_checkpoint(workdir, stage=stage, step=step)
+    config = read_model_config(workdir, stage, step)
+    saved_dtype = dtype or config.param_dtype
+    provenance = {
+        "workdir": os.path.abspath(workdir),
+        "source": os.path.join(CHECKPOINTS, stage),
+        "stage": stage,
+        "step": step,
+        "dtype": saved_dtype,
+        "tokenizer": info["tokenizer"],
+        "chat_template": info.get("chat_template"),
+    }
+    summary = (
+        f"{config.architecture} model of {stage} step {step} "
+        f"({config.num_params():,} parameters, {saved_dtype})"
+    )
+    if is_exported(output_dir, provenance):
+        return f"{os.path.abspath(output_dir)}: already exported ({summary})"
+    mesh = sharding_lib.make_mesh((1, -1, 1))
+    restored = restore_params(workdir, stage=stage, step=step, mesh=mesh)
+    export_model(
+        restored.model_config,
+        restored.params,
+        output_dir,
+        tokenizer_dir=info["tokenizer"],
+        chat_template=chat_template,
+        dtype=saved_dtype,
+        max_shard_bytes=max_shard_bytes,
+        provenance=provenance,
+    )
+    return f"exported {summary} to {os.path.abspath(output_dir)}"
+
+
+def cli() -> None:
+    """``python -m ropo_jax.export``: the flags, then ``run_export`` (one line on error, exit 2)."""
+    from absl import app, flags
+
+    workdir = flags.DEFINE_string("workdir", None, "Run directory (its checkpoints/).")
+    output = flags.DEFINE_string("output", None, "The model directory to write.")
+    round_ = flags.DEFINE_integer("round", None, "Export preference round T (stage round_T).")
+    stage = flags.DEFINE_string("stage", None, "Export this stage (e.g. sft).")
+    step = flags.DEFINE_integer("step", None, "A step of the stage (default: its latest).")
+    dtype = flags.DEFINE_string(
+        "dtype", None, f"Saved dtype, one of {DTYPES} (default: as trained)."
+    )
+    max_shard_gb = flags.DEFINE_float("max_shard_gb", 2.0, "Largest safetensors file, in GiB.")
+    flags.mark_flags_as_required(["workdir", "output"])
+
+    def main(argv) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments {argv[1:]}")
+        try:
+            summary = run_export(
+                workdir.value,
+                output.value,
+                stage=stage_from_flags(round_.value, stage.value),
+                step=step.value,
+                dtype=dtype.value,
+                max_shard_bytes=int(max_shard_gb.value * 1024**3),
+            )
+        except UserError as error:
+            if os.environ.get("ROPO_JAX_TRACEBACK"):
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        if jax.process_index() == 0:
+            print(summary)
+
+    app.run(main)
+
+
+if __name__ == "__main__":
+    cli()
