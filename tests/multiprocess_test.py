@@ -121,7 +121,12 @@ def assert_same_run(one, two):
         a, b = (load_file(os.path.join(w, name, "model.safetensors")) for w in (one, two))
         assert a.keys() == b.keys()
         for key in a:
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+            # Adam divides by the gradient's running RMS, so an element whose gradient is near
+            # zero moves by up to the learning rate (smoke: 1e-3) in either direction: summation
+            # order alone can move such an element by that much. Everything else agrees to 1e-4.
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-3, err_msg=key)
+            close = np.isclose(a[key], b[key], rtol=1e-4, atol=1e-5)
+            assert close.mean() > 0.999, f"{key}: {(~close).sum()} elements differ"
 
 
 @pytest.mark.e2e
