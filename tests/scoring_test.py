@@ -1,9 +1,15 @@
-"""``scoring.params_hash``: the reference cache key, computed where the parameters live."""
+"""``scoring``: the reference cache key (``params_hash``, computed where the parameters live), and
+the orientation of noisy labels in reference joins and per-example scores."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
-from ropo_jax import models, scoring, sharding
+from ropo_jax import models, scoring, sharding, train
+from ropo_jax.data.loader import load_preference_data, make_loader
+from ropo_jax.data.noise import NoiseConfig
+from ropo_jax.synthetic import dataset, prepare, task
 
 
 def _params():
@@ -32,3 +38,75 @@ def test_hash_sees_small_changes():
     bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
     keys = {scoring.params_hash(p) for p in (params, flipped, swapped, bf16)}
     assert len(keys) == 4
+
+
+# --- the flip orientation, pinned ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    """A small synthetic data set with 40 % of its labels flipped, a tiny model and its
+    reference log-probs in stored orientation."""
+    paths = prepare.prepare_synthetic(
+        str(tmp_path_factory.mktemp("orientation")),
+        task.TaskConfig(),
+        dataset.DataConfig(num_sft=8, num_train_pairs=32, num_test_pairs=8, num_eval_prompts=4),
+        seed=0,
+    )
+    data, noise = load_preference_data(paths["train"], NoiseConfig("symmetric", rate=0.4, seed=1))
+    assert 0 < noise.is_flipped.sum() < len(data)
+    config = models.ModelConfig.preset("tiny", vocab_size=int(data.manifest["vocab_size"]))
+    params = models.init_params(config, jax.random.key(3))
+    stored = scoring.sequence_logps_over(config, params, data, batch_size=8)
+    return data, config, params, stored
+
+
+def test_stored_orientation_is_the_gold_orientation(noisy):
+    """sequence_logps_over scores the data as labelled in the input (chosen = the gold-preferred
+    response here), whatever noise flipped."""
+    data, config, params, (chosen_N, rejected_N) = noisy
+    clean = scoring.sequence_logps_over(
+        config, params, data.with_flips(np.zeros(len(data), bool)), batch_size=8
+    )
+    np.testing.assert_array_equal(chosen_N, clean[0])
+    np.testing.assert_array_equal(rejected_N, clean[1])
+
+
+def test_join_reference_swaps_exactly_the_flipped_pairs(noisy):
+    """With the policy equal to the reference, every pair's reference log-probs joined to a
+    training batch equal the policy's log-probs of that batch's own rows (training orientation:
+    a flipped pair's chosen row is the stored rejected response). Without the swap in
+    join_reference every flipped pair would disagree."""
+    data, config, params, (chosen_N, rejected_N) = noisy
+    batch = next(make_loader(data, batch_size=32, shuffle=False, shard_index=0, shard_count=1))
+    joined = scoring.join_reference(batch, chosen_N, rejected_N)
+    logps_S, _ = train.sequence_logps(config, params, jax.tree.map(jnp.asarray, batch), 256)
+    policy_chosen_B, policy_rejected_B = np.split(np.asarray(logps_S), 2)
+    real_B = batch["example_index"] >= 0
+    assert batch["is_flipped"][real_B].any()
+    np.testing.assert_allclose(
+        joined["ref_chosen_logps"][real_B], policy_chosen_B[real_B], rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        joined["ref_rejected_logps"][real_B], policy_rejected_B[real_B], rtol=1e-5, atol=1e-4
+    )
+
+
+def test_example_scores_use_the_noisy_labels(noisy):
+    """The margin h that the w-step and noise identification rank is in training orientation:
+    a flipped pair's h is minus its margin under the gold label, so a policy that prefers the
+    gold response contradicts exactly the flipped labels (h < 0) and ROPO's loss is higher
+    there."""
+    data, _, _, (chosen_N, rejected_N) = noisy
+    reference = (chosen_N - 1.0, rejected_N + 1.0)  # the policy leans 2 nats to the gold label
+    scores = scoring.example_scores(
+        chosen_N,
+        rejected_N,
+        *reference,
+        data.is_flipped,
+        loss="ropo",
+        hyperparams=dict(beta=0.1, alpha=14.0),
+    )
+    np.testing.assert_allclose(scores["margin"], np.where(data.is_flipped, -2.0, 2.0), atol=1e-4)
+    flipped_loss = scores["loss"][data.is_flipped]
+    assert flipped_loss.min() > scores["loss"][~data.is_flipped].max()
