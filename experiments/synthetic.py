@@ -13,12 +13,30 @@ import ml_collections
 
 from ropo_jax.configs import base_config
 
+# The benchmark of the memorisation regime (see docs/RESULTS.md): hundreds of distinct prompts
+# (8 topics × 6 lengths × 8 keywords = 384; a quarter held out for evaluation only), about three
+# pairs per training prompt, and training long enough, at a constant learning rate, for DPO to
+# fit most flipped labels.
+REGIME_TASK = dict(num_topics=8, words_per_topic=8, min_length=3, max_length=8, num_keywords=8)
 PRESETS = {
     "smoke": dict(sft=128, pairs=128, test=32, prompts=16, sft_epochs=1.0, epochs=1.0, rounds=2),
     "quick": dict(
         sft=1024, pairs=1024, test=256, prompts=128, sft_epochs=2.0, epochs=1.0, rounds=2
     ),
     "full": dict(sft=4096, pairs=4096, test=512, prompts=256, sft_epochs=2.0, epochs=1.0, rounds=3),
+    "regime": dict(
+        sft=2048,
+        pairs=1024,
+        test=256,
+        prompts=96,
+        sft_epochs=2.0,
+        epochs=4.0,
+        rounds=2,
+        task=REGIME_TASK,
+        heldout=0.25,
+        schedule="constant",
+        samples=4,
+    ),
 }
 
 
@@ -33,12 +51,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.synthetic = ml_collections.ConfigDict(
         dict(
             data_seed=0,  # the data set is fixed across methods and seeds; seed varies training
-            task=dict(num_topics=4, words_per_topic=6, min_length=3, max_length=8),
+            task=p.get("task", dict(num_topics=4, words_per_topic=6, min_length=3, max_length=8)),
             data=dict(
                 num_sft=p["sft"],
                 num_train_pairs=p["pairs"],
                 num_test_pairs=p["test"],
                 num_eval_prompts=p["prompts"],
+                heldout_prompt_fraction=p.get("heldout", 0.0),
             ),
         )
     )
@@ -51,4 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ropo.update(num_rounds=p["rounds"], epochs_per_round=p["epochs"], filter_ratio=0.2)
     c.ropo.rs.update(enabled=True, num_candidates=4, max_new_tokens=12)
     c.eval.update(batch_size=128, max_new_tokens=12, generate_batch_size=64, temperature=0.7)
+    c.train.schedule = p.get("schedule", "cosine")
+    c.eval.samples_per_prompt = p.get("samples", 1)
     return c

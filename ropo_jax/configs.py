@@ -114,6 +114,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(
         dict(batch_size=64, temperature=0.7, top_p=1.0, max_new_tokens=64, generate_batch_size=64)
     )
+    # The synthetic task's gold evaluation: samples per evaluation prompt (the standard errors
+    # in results.json are over prompts, a prompt's samples averaged first).
+    c.eval.samples_per_prompt = 1
+    # Training dynamics at every epoch boundary (ropo_jax/dynamics.py): fit rates of flipped and
+    # clean pairs, noise AUROC of -h, held-out accuracy (a forward pass over the training and
+    # test pairs each time), and gold reward + KL of samples for the first dynamics_prompts
+    # evaluation prompts (synthetic task; 0: none).
+    c.eval.dynamics = True
+    c.eval.dynamics_prompts = 32
     # Real data sets (task="prepared" with data.eval_prompts set): the policy's and the SFT
     # model's responses in AlpacaEval's format for an external judge (ropo_jax/eval_generations.py)
     # and, with eval.reward_model, reward-model scores of both.

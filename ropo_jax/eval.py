@@ -42,14 +42,20 @@ def preference_accuracy(
 
 
 def noise_identification(
-    scores: dict[str, np.ndarray], is_flipped_N: np.ndarray, *, filter_ratio: float
+    margin_N: np.ndarray, is_flipped_N: np.ndarray, *, filter_ratio: float
 ) -> dict[str, float | None]:
-    """How well the per-example loss separates flipped from clean training pairs: AUROC of the
-    loss, and precision/recall/F1 of the ⌊ρN⌋ highest-loss pairs (what the w-step discards)."""
-    keep_N = np.asarray(
-        filtering.keep_lowest(np.asarray(scores["loss"]), filter_ratio=filter_ratio)
-    )
-    return eval_metrics.noise_identification(is_flipped_N, ~keep_N, scores_N=scores["loss"])
+    """How well the policy's margins separate flipped from clean training pairs, the same way
+    for every method: AUROC of −h (h in training orientation) against the flip mask, and
+    precision/recall/F1 of the ⌊ρN⌋ pairs with the lowest h (the pairs the model contradicts
+    most). A method's own loss would rank pairs meaningfully only where it decreases in h (not
+    cDPO, IPO, LCPO-EM or DR-DPO); ROPO's w-step, whose loss does decrease in h, discards the
+    same pairs up to ties. None where no pair was flipped."""
+    flipped_N = np.asarray(is_flipped_N, bool)
+    if not flipped_N.any():
+        return {"precision": None, "recall": None, "f1": None, "auroc": None}
+    scores_N = -np.asarray(margin_N, np.float64)
+    keep_N = np.asarray(filtering.keep_lowest(scores_N, filter_ratio=filter_ratio))
+    return eval_metrics.noise_identification(flipped_N, ~keep_N, scores_N=scores_N)
 
 
 def generate_responses(
@@ -100,15 +106,25 @@ def gold_win_rate(
     policy_responses: list[str],
     baseline_responses: list[str],
     gold_reward: Callable[[str, str], float],
+    *,
+    samples_per_prompt: int = 1,
 ) -> dict[str, float | None]:
-    """``gold_win_rate_vs_sft`` and ``gold_reward_mean`` (SPEC §5, synthetic task)."""
+    """``gold_win_rate_vs_sft`` and ``gold_reward_mean`` (synthetic task) with their standard
+    errors over prompts. ``prompts`` holds each prompt ``samples_per_prompt`` times in a row; the
+    k-th policy sample of a prompt is compared with the k-th SFT sample, and a prompt's samples
+    are averaged before the error is taken (samples of one prompt are not independent)."""
     policy = np.array([gold_reward(p, r) for p, r in zip(prompts, policy_responses, strict=True)])
     baseline = np.array(
         [gold_reward(p, r) for p, r in zip(prompts, baseline_responses, strict=True)]
     )
+    wins = (policy > baseline) + 0.5 * (policy == baseline)
+    reward_mean, reward_stderr = eval_metrics.mean_and_stderr(policy, samples_per_prompt)
+    win_mean, win_stderr = eval_metrics.mean_and_stderr(wins, samples_per_prompt)
     return {
-        "gold_win_rate_vs_sft": eval_metrics.win_rate(policy, baseline),
-        "gold_reward_mean": float(policy.mean()),
+        "gold_win_rate_vs_sft": win_mean,
+        "gold_win_rate_stderr": win_stderr,
+        "gold_reward_mean": reward_mean,
+        "gold_reward_stderr": reward_stderr,
         "sft_gold_reward_mean": float(baseline.mean()),
     }
 

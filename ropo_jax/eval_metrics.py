@@ -86,6 +86,19 @@ def win_rate(policy_rewards_N, baseline_rewards_N) -> float | None:
     return float(np.mean((policy_N > baseline_N) + 0.5 * (policy_N == baseline_N)))
 
 
+def mean_and_stderr(values_N, group_size: int = 1) -> tuple[float | None, float | None]:
+    """The mean of ``values_N`` and its standard error over groups of ``group_size`` consecutive
+    values (e.g. the samples of one prompt): the std (ddof 1) of the group means / √groups."""
+    values_N = np.asarray(values_N, np.float64)
+    if values_N.size == 0:
+        return None, None
+    if values_N.size % group_size:
+        raise ValueError(f"{values_N.size} values do not form groups of {group_size}")
+    groups_G = values_N.reshape(-1, group_size).mean(axis=1)
+    stderr = float(groups_G.std(ddof=1) / np.sqrt(len(groups_G))) if len(groups_G) > 1 else None
+    return float(values_N.mean()), stderr
+
+
 def margin_statistics(margin_N, prefix: str = "margin") -> dict[str, float]:
     """Mean, std and quantiles of reward margins, for per-round logging."""
     margin_N = np.asarray(margin_N, np.float64)

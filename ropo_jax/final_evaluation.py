@@ -40,7 +40,9 @@ def evaluate(
         "eval": {
             "pref_accuracy_clean": None,
             "gold_win_rate_vs_sft": None,
+            "gold_win_rate_stderr": None,
             "gold_reward_mean": None,
+            "gold_reward_stderr": None,
         },
         "noise_identification": {"precision": None, "recall": None, "f1": None, "auroc": None},
     }
@@ -69,7 +71,7 @@ def evaluate(
     )
     if train_data.is_flipped.any():
         results["noise_identification"] = eval_lib.noise_identification(
-            scores, train_data.is_flipped, filter_ratio=float(config.ropo.filter_ratio)
+            scores["margin"], train_data.is_flipped, filter_ratio=float(config.ropo.filter_ratio)
         )
     processes.write_npz(
         os.path.join(workdir, "final_scores.npz"), **scores, is_flipped=train_data.is_flipped
@@ -78,6 +80,7 @@ def evaluate(
         results["eval"].update(
             _gold_evaluation(config, model_config, policy_params, sft_params, paths)
         )
+        results["prompts"] = synthetic_prepare.prompt_counts(paths)
     elif "eval_prompts" in paths:
         generated = _generation_evaluation(
             config, workdir, model_config, policy_params, sft_params, paths, train_data
@@ -127,7 +130,9 @@ def _generation_evaluation(
 
 def _gold_evaluation(config, model_config, policy_params, sft_params, paths) -> dict[str, Any]:
     task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
-    prompts = synthetic_prepare.read_eval_prompts(paths["eval_prompts"])
+    samples = int(config.eval.samples_per_prompt)
+    distinct = synthetic_prepare.read_eval_prompts(paths["eval_prompts"])
+    prompts = [p for p in distinct for _ in range(samples)]
     sampling_config = sampling.SamplingConfig(
         max_new_tokens=int(config.eval.max_new_tokens),
         temperature=float(config.eval.temperature),
@@ -144,5 +149,9 @@ def _gold_evaluation(config, model_config, policy_params, sft_params, paths) -> 
     sft = eval_lib.generate_responses(model_config, sft_params, prompts, **kwargs)
     logging.info("sample generation: %r → %r (SFT: %r)", prompts[0], policy[0], sft[0])
     return eval_lib.gold_win_rate(
-        prompts, policy, sft, lambda p, r: synthetic_task.gold_reward(task_config, p, r)
+        prompts,
+        policy,
+        sft,
+        lambda p, r: synthetic_task.gold_reward(task_config, p, r),
+        samples_per_prompt=samples,
     )

@@ -15,26 +15,30 @@ import jax
 import ml_collections
 from absl import logging
 
-from ropo_jax import eval as eval_lib
-from ropo_jax import export as export_lib
 from ropo_jax import (
+    dynamics,
     final_evaluation,
     losses,
     models,
     processes,
+    sampling,
     scoring,
     sharding,
     train,
     trainer,
 )
+from ropo_jax import eval as eval_lib
+from ropo_jax import export as export_lib
 from ropo_jax import ropo as ropo_lib
+from ropo_jax.data.encode import Encoder, Limits
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
 from ropo_jax.data.prepare import prepare_splits
 from ropo_jax.data.prepared import load_prepared
+from ropo_jax.data.tokenizer import load_tokenizer
 from ropo_jax.errors import ConfigValueError
-from ropo_jax.metrics import MetricsWriter, flatten
+from ropo_jax.metrics import MetricsWriter, flatten, read_metrics
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
@@ -282,6 +286,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             raise ConfigValueError("config.method='sft' needs config.sft.enabled=True")
         policy_params, scoring_loss, extra = sft_params, "dpo", {}
     else:
+        probe = None
+        if config.eval.dynamics:
+            probe = dynamics_probe(
+                config, paths, model_config, sft_params, train_data, reference, heldout, mesh
+            )
         policy_params, scoring_loss, extra = _preference_rounds(
             config,
             workdir,
@@ -293,6 +302,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer=writer,
             mesh=mesh,
             reference_key=reference_key,
+            probe=probe,
+        )
+        extra["dynamics"] = dynamics.collect(
+            read_metrics(workdir), float(config.ropo.epochs_per_round)
         )
     if config.method != "sft" or config.sft.enabled:  # a run that trained
         export_policy(config, workdir, "model", model_config, policy_params, stage=config.method)
@@ -354,6 +367,7 @@ def _preference_rounds(
     writer,
     mesh,
     reference_key,
+    probe=None,
 ):
     """Every method through the same loop (SPEC §3): ROPO's rounds filter and rejection-sample;
     the baselines' rounds only train, for the same number of epochs."""
@@ -392,5 +406,46 @@ def _preference_rounds(
         seed=int(config.seed),
         evaluate_round=evaluate_round,
         reference_key=reference_key,
+        probe=probe,
     )
     return params, loss, {"rounds": rounds}
+
+
+def dynamics_probe(config, paths, model_config, sft_params, train_data, reference, heldout, mesh):
+    """The training-dynamics probe of a run (``ropo_jax.dynamics``): fit rates and noise AUROC
+    on the training pairs, held-out accuracy, and on the synthetic task the gold reward and KL
+    of samples for the first ``eval.dynamics_prompts`` evaluation prompts."""
+    gold = None
+    count = int(config.eval.dynamics_prompts)
+    if config.task == "synthetic" and count and "eval_prompts" in paths:
+        task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
+        texts = synthetic_prepare.read_eval_prompts(paths["eval_prompts"])[:count]
+        tokenizer = load_tokenizer(paths["tokenizer"])
+        encoder = Encoder(tokenizer, Limits(max_length=2**30, max_prompt_length=2**29))
+
+        def reward(i, response_ids):
+            text = tokenizer.decode([t for t in response_ids if t != tokenizer.eos_id])
+            return synthetic_task.gold_reward(task_config, texts[i], text.strip())
+
+        gold = dynamics.GoldProbe(
+            prompt_ids=[encoder.prompt_ids(t) for t in texts],
+            reward=reward,
+            sampling_config=sampling.SamplingConfig(
+                max_new_tokens=int(config.eval.max_new_tokens),
+                temperature=float(config.eval.temperature),
+                top_p=float(config.eval.top_p),
+                pad_token_id=train_data.pad_id,
+                length_bucket=16,
+            ),
+        )
+    return dynamics.DynamicsProbe(
+        model_config=model_config,
+        ref_params=sft_params,
+        train_data=train_data,
+        reference=reference,
+        heldout=heldout,
+        gold=gold,
+        batch_size=int(config.eval.batch_size),
+        seed=int(config.seed) + 2000,
+        mesh=mesh,
+    )

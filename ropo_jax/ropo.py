@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from ropo_jax import eval as eval_lib
 from ropo_jax import (
-    eval_metrics,
     filtering,
     processes,
     rejection_sampling,
@@ -266,9 +266,12 @@ def run_rounds(
     seed: int = 0,
     evaluate_round=None,
     reference_key: str | None = None,
+    probe=None,
 ):
     """Runs the rounds and returns (final params, per-round summaries). ``reference_key`` is
-    the reference parameters' hash (``scoring.params_hash``), computed once by the caller."""
+    the reference parameters' hash (``scoring.params_hash``), computed once by the caller;
+    ``probe(params)`` (a ``dynamics.DynamicsProbe``) measures the training dynamics before round
+    1 and at every epoch boundary."""
     n = len(train_data)
     weights_N = np.ones(n, np.float32)
     rs_data: PreferenceData | None = None
@@ -303,6 +306,21 @@ def run_rounds(
         stage = dataclasses.replace(
             stage_template, name=f"round_{t}", seed=stage_template.seed + t - 1
         )
+        on_epoch = None
+        if probe is not None:
+            on_epoch = lambda p, t=t: {"round": t, **probe(p)}
+            # Once, before any training of round 1 (a resumed round 1 has its directory).
+            started = os.path.isdir(os.path.join(workdir, "checkpoints", stage.name))
+            if t == 1 and not processes.agree(started):
+                writer.write(
+                    {
+                        "stage": stage.name,
+                        "kind": "dynamics",
+                        "step": 0,
+                        "round_epoch": 0.0,
+                        **on_epoch(sft_params),
+                    }
+                )
         params = trainer.run_stage(
             stage,
             step_config,
@@ -315,6 +333,7 @@ def run_rounds(
             reference=None if step_config.online_reference else ref_t,
             ref_params=sft_params if step_config.online_reference else None,
             example_weights=weights_t,
+            on_epoch=on_epoch,
         )
         done_path = os.path.join(round_dir, "done.json")
         if processes.agree(os.path.exists(done_path)):  # scores, w and RS are on disk
@@ -343,12 +362,8 @@ def run_rounds(
             and t + 1 >= ropo.filter_start_round
         )
         keep_N = w_step(scores["loss"], ropo=ropo, previous_keep_N=weights_N > 0) > 0
-        identification = (
-            eval_metrics.noise_identification(
-                train_data.is_flipped, ~keep_N, scores_N=scores["loss"]
-            )
-            if train_data.is_flipped.any()
-            else {"precision": None, "recall": None, "f1": None, "auroc": None}
+        identification = eval_lib.noise_identification(
+            scores["margin"], train_data.is_flipped, filter_ratio=ropo.filter_ratio
         )
         next_weights_N = keep_N.astype(np.float32) if filter_next else np.ones(n, np.float32)
         processes.write_npz(

@@ -72,12 +72,15 @@ def run_stage(
     ref_params=None,
     example_weights: np.ndarray | None = None,
     indices: np.ndarray | None = None,
+    on_epoch=None,
 ):
     """Trains ``init_params`` on ``data`` and returns the final parameters.
 
     ``reference``: cached (chosen_N, rejected_N) reference log-probs in stored orientation;
     ``ref_params`` for the online mode; ``example_weights`` [N] multiply the batch weights (the
-    ROPO w-step); ``indices`` restrict the stage to those examples.
+    ROPO w-step); ``indices`` restrict the stage to those examples. ``on_epoch(params)`` is
+    called at every epoch boundary (and the last step) and returns a record written to the
+    metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``).
     """
     micro_size = stage.batch_size // stage.micro_batches
     if micro_size * stage.micro_batches != stage.batch_size:
@@ -87,7 +90,12 @@ def run_stage(
         )
     num_examples = len(data) if indices is None else len(indices)
     batches_per_epoch = num_examples // micro_size
-    total_steps = math.floor(stage.epochs * batches_per_epoch / stage.micro_batches)
+    steps_per_epoch = batches_per_epoch / stage.micro_batches
+    total_steps = math.floor(stage.epochs * steps_per_epoch)
+    epoch_ends = {
+        min(total_steps, math.floor(k * steps_per_epoch))
+        for k in range(1, 1 + math.ceil(stage.epochs))
+    }
     if total_steps < 1:
         raise ConfigValueError(
             f"{stage.name}: {num_examples} examples give no full update of batch_size="
@@ -205,6 +213,16 @@ def run_stage(
             raise FloatingPointError(
                 f"{stage.name}: non-finite loss or gradient at step {done}; the last good "
                 f"checkpoint is in {checkpointer.directory} (nan_policy='stop')"
+            )
+        if on_epoch is not None and (done in epoch_ends or done == total_steps):
+            writer.write(
+                {
+                    "stage": stage.name,
+                    "kind": "dynamics",
+                    "step": done,
+                    "round_epoch": done / steps_per_epoch,
+                    **on_epoch(state.params),
+                }
             )
         progress.update(1)
         if saving:

@@ -144,3 +144,59 @@ def test_noise_identification_and_accuracies():
     assert none == {"precision": None, "recall": None, "f1": None, "auroc": None}
     assert eval_metrics.preference_accuracy([1.0, -1.0, 0.0, 2.0]) == 0.5
     assert eval_metrics.win_rate([1, 2, 3], [1, 1, 4]) == pytest.approx((0.5 + 1 + 0) / 3)
+
+
+def test_standard_errors_are_over_prompts_not_samples():
+    """Two samples per prompt: the error is the std of the 3 prompt means / √3, not of the 6
+    values / √6 (samples of one prompt are not independent)."""
+    values = [1.0, 3.0, 0.0, 0.0, 5.0, 7.0]  # prompt means 2, 0, 6
+    mean, stderr = eval_metrics.mean_and_stderr(values, 2)
+    assert mean == pytest.approx(8 / 3)
+    assert stderr == pytest.approx(np.std([2.0, 0.0, 6.0], ddof=1) / np.sqrt(3))
+    assert eval_metrics.mean_and_stderr([4.0], 1) == (4.0, None)
+    with pytest.raises(ValueError, match="groups of 4"):
+        eval_metrics.mean_and_stderr(values, 4)
+
+
+def test_gold_win_rate_pairs_the_kth_samples_of_each_prompt():
+    from ropo_jax import eval as eval_lib
+
+    prompts = ["a", "a", "b", "b"]
+    reward = {"good": 1.0, "bad": 0.0, "ok": 0.5}
+    out = eval_lib.gold_win_rate(
+        prompts,
+        ["good", "bad", "ok", "good"],
+        ["bad", "bad", "good", "ok"],
+        lambda p, r: reward[r],
+        samples_per_prompt=2,
+    )
+    # wins 1, ½ | 0, 1 → prompt means ¾, ½
+    assert out["gold_win_rate_vs_sft"] == pytest.approx(0.625)
+    assert out["gold_win_rate_stderr"] == pytest.approx(np.std([0.75, 0.5], ddof=1) / np.sqrt(2))
+    assert out["gold_reward_mean"] == pytest.approx(0.625)
+    assert out["sft_gold_reward_mean"] == pytest.approx(0.375)
+
+
+def test_noise_identification_ranks_every_method_by_minus_h():
+    """The pairs the model contradicts most (lowest h) are the suspects, whatever the loss; for
+    ROPO, whose loss decreases in h, the w-step's discards by loss are the same pairs."""
+    from ropo_jax import eval as eval_lib
+    from ropo_jax import losses
+
+    rng = np.random.default_rng(0)
+    margin = rng.normal(size=200)
+    flipped = np.zeros(200, bool)
+    flipped[np.argsort(margin)[:40]] = True  # the 40 lowest margins are the flipped pairs
+    out = eval_lib.noise_identification(margin, flipped, filter_ratio=0.2)
+    assert out == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "auroc": 1.0}
+    assert eval_lib.noise_identification(margin, np.zeros(200, bool), filter_ratio=0.2) == {
+        "precision": None,
+        "recall": None,
+        "f1": None,
+        "auroc": None,
+    }
+    zeros = np.zeros(200, np.float32)
+    loss, _ = losses.ropo_loss(margin.astype(np.float32), zeros, zeros, zeros, beta=0.1, alpha=14.0)
+    by_loss = np.asarray(filtering.keep_lowest(np.asarray(loss), filter_ratio=0.2))
+    by_margin = np.asarray(filtering.keep_lowest(-margin, filter_ratio=0.2))
+    np.testing.assert_array_equal(by_loss, by_margin)

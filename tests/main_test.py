@@ -70,8 +70,25 @@ def test_smoke_run_writes_every_artefact(uninterrupted):
         results = json.load(f)
     assert results["method"] == "dpo" and results["seed"] == 0
     assert results["noise"]["kind"] == "symmetric" and results["noise"]["rate"] == 0.2
-    for key in ("pref_accuracy_clean", "gold_win_rate_vs_sft", "gold_reward_mean"):
-        assert 0.0 <= results["eval"][key] <= 1.0 or key == "gold_reward_mean"
+    evaluation = results["eval"]
+    for key in ("pref_accuracy_clean", "gold_win_rate_vs_sft"):
+        assert 0.0 <= evaluation[key] <= 1.0, key
+    # The gold reward lies in [-1 - λ, 1] (ropo_jax/synthetic/task.py, λ = 0.5).
+    assert -1.5 <= evaluation["gold_reward_mean"] <= 1.0
+    assert 0.0 < evaluation["gold_reward_stderr"] < 0.5
+    assert 0.0 < evaluation["gold_win_rate_stderr"] < 0.5
+    # Training dynamics: before training and at each epoch boundary (3 epochs here).
+    curve = results["dynamics"]
+    assert [r["epoch"] for r in curve] == [0.0, 1.0, 2.0, 3.0]
+    keys = {"epoch", "step", "flipped_fit_rate", "clean_fit_rate", "noise_auroc"}
+    keys |= {"heldout_accuracy", "gold_reward_mean", "kl"}
+    assert keys <= set(curve[-1])
+    assert curve[0]["kl"] == pytest.approx(0.0, abs=1e-5) and curve[-1]["kl"] > 0
+    assert curve[-1]["clean_fit_rate"] > curve[-1]["flipped_fit_rate"]  # 20 % noise
+    assert [r["step"] for r in curve] == sorted(r["step"] for r in curve)
+    prompts = results["prompts"]
+    assert prompts["train"] > 0 and prompts["eval"] > 0
+    assert 0 <= prompts["overlap"] <= prompts["eval"]
     assert set(results["noise_identification"]) == {"precision", "recall", "f1", "auroc"}
     stages = {r["stage"] for r in _metrics(uninterrupted)}
     assert {"sft", "round_1", "final"} <= stages

@@ -66,3 +66,59 @@ def test_dataset_is_deterministic_and_gold_labelled(tmp_path):
         assert r["score_chosen"] > r["score_rejected"]
         assert r["score_chosen"] == task.gold_reward(CONFIG, r["prompt"], r["chosen"])
         assert r["source_chosen"] in dataset.SOURCES
+
+
+KEYWORDS = task.TaskConfig(num_topics=8, words_per_topic=8, num_keywords=8)
+
+
+def test_keyword_prompts_multiply_the_prompts_and_the_reward_asks_for_the_keyword():
+    assert len(task.all_prompts(CONFIG)) == 4 * 6
+    prompts = task.all_prompts(KEYWORDS)
+    assert len(prompts) == len({p.text for p in prompts}) == 8 * 6 * 8
+    prompt = task.Prompt(topic=2, length=3, keyword=5)
+    assert prompt.text == "topic T2 length 3 with g2_5"
+    assert task.parse_prompt(prompt.text) == prompt
+    assert task.gold_reward(KEYWORDS, prompt, "g2_5 g2_0 g2_1") == 1.0  # the optimum
+    # On topic and the right length, but without the keyword: − keyword_weight.
+    assert task.gold_reward(KEYWORDS, prompt, "g2_0 g2_1 g2_2") == pytest.approx(0.5)
+    assert "with" in task.vocabulary(KEYWORDS) and "with" not in task.vocabulary(CONFIG)
+    rng = np.random.default_rng(0)
+    for quality, bound in ((0.2, 0.0), (1.0, 1.0)):
+        rewards = [
+            task.gold_reward(KEYWORDS, p, task.generate_response(KEYWORDS, p, quality, rng))
+            for p in prompts[:200]
+        ]
+        assert (np.mean(rewards) < bound) if quality < 1 else np.mean(rewards) == bound
+    with pytest.raises(ValueError, match="num_keywords=9"):
+        task.TaskConfig(words_per_topic=8, num_keywords=9)
+
+
+def test_heldout_prompts_are_never_trained_on(tmp_path):
+    from ropo_jax.synthetic import dataset, prepare
+
+    data = dataset.DataConfig(
+        num_sft=64,
+        num_train_pairs=200,
+        num_test_pairs=40,
+        num_eval_prompts=500,
+        heldout_prompt_fraction=0.25,
+    )
+    train_pool, heldout_pool = dataset.prompt_pools(KEYWORDS, data)
+    assert 0.2 < len(heldout_pool) / (len(train_pool) + len(heldout_pool)) < 0.3
+    dataset.write_dataset(str(tmp_path / "raw"), KEYWORDS, data, seed=0)
+
+    def prompts_of(name):
+        with open(tmp_path / "raw" / name) as f:
+            return [json.loads(line)["prompt"] for line in f]
+
+    trained = set(prompts_of("train.jsonl")) | set(prompts_of("sft.jsonl"))
+    evaluated = prompts_of("eval_prompts.jsonl")
+    assert len(evaluated) == len(set(evaluated)) == len(heldout_pool)  # each held-out prompt once
+    assert not trained & set(evaluated) and not trained & set(prompts_of("test.jsonl"))
+    paths = {
+        "raw": str(tmp_path / "raw"),
+        "eval_prompts": str(tmp_path / "raw" / "eval_prompts.jsonl"),
+    }
+    counts = prepare.prompt_counts(paths)
+    assert counts["overlap"] == 0 and counts["eval"] == len(heldout_pool)
+    assert counts["train"] > 100  # a few pairs per prompt, not dozens

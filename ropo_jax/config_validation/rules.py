@@ -178,6 +178,9 @@ EVAL_RULES = {
     "top_p": TOP_P,
     "max_new_tokens": POSITIVE,
     "generate_batch_size": POSITIVE,
+    "samples_per_prompt": POSITIVE,
+    "dynamics": BOOL,
+    "dynamics_prompts": integer(0),
     "prompts_format": one_of(PROMPT_FORMATS),
     "prompt_style": one_of(PROMPT_STYLES),
     "num_prompts": integer(0),  # 0: every prompt
@@ -195,6 +198,8 @@ SYNTHETIC_TASK_RULES = {
     "max_length": POSITIVE,
     "length_weight": real(0),
     "off_topic_score": real(),
+    "num_keywords": integer(0),
+    "keyword_weight": real(0),
 }
 SYNTHETIC_DATA_RULES = {
     "num_sft": POSITIVE,  # every split is prepared, and an empty one is a data error
@@ -202,6 +207,7 @@ SYNTHETIC_DATA_RULES = {
     "num_test_pairs": POSITIVE,
     "num_eval_prompts": POSITIVE,
     "sft_quality": PROBABILITY,
+    "heldout_prompt_fraction": real(0, 1, open_high=True),
 }
 EXPORT_RULES = {
     "dtype": one_of(DTYPES, empty_ok=True),  # '': the parameters' dtype

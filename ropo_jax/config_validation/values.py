@@ -125,7 +125,10 @@ def _check_synthetic(config) -> None:
             if key not in known:
                 fail(f"config.{block}.{key}: no such key{suggest(key, known)}")
             check(f"{block}.{key}", node[key], rules[key])
-    task = TaskConfig(**dict(config.synthetic.task))
+    try:
+        task = TaskConfig(**dict(config.synthetic.task))
+    except ValueError as error:  # the task's own consistency checks
+        fail(f"config.synthetic.task: {error}")
     if task.max_length < task.min_length:
         fail(
             f"config.synthetic.task.max_length={task.max_length}: must be >= "

@@ -5,7 +5,12 @@
   "score_chosen", "score_rejected", "source_chosen", "source_rejected"}`` whose responses come
   from generators of different strength, labelled by the gold reward (so the stored labels are
   all correct; noise is applied at load time, SPEC §4). Ties are dropped and counted;
-- ``eval_prompts.jsonl``: held-out prompts for generation-based evaluation.
+- ``eval_prompts.jsonl``: prompts for generation-based evaluation.
+
+With ``heldout_prompt_fraction > 0`` the prompt space is split once (``task.is_heldout``): SFT
+demonstrations and training pairs use the other prompts only, test pairs and evaluation prompts
+(distinct, each once) the held-out ones, so held-out evaluation is on prompts never trained on.
+With 0 every split draws from all prompts (the earlier presets).
 
 Everything is a deterministic function of (TaskConfig, DataConfig, seed).
 """
@@ -32,6 +37,22 @@ class DataConfig:
     num_test_pairs: int = 500
     num_eval_prompts: int = 256
     sft_quality: float = 0.35  # "mediocre demonstrations"
+    heldout_prompt_fraction: float = 0.0  # > 0: evaluation prompts never seen in training
+
+
+def prompt_pools(config: task.TaskConfig, data: DataConfig):
+    """(training prompts, held-out prompts), or (None, None) when nothing is held out."""
+    if data.heldout_prompt_fraction <= 0:
+        return None, None
+    prompts = task.all_prompts(config)
+    heldout = [p for p in prompts if task.is_heldout(p, data.heldout_prompt_fraction)]
+    train = [p for p in prompts if not task.is_heldout(p, data.heldout_prompt_fraction)]
+    if not heldout or not train:
+        raise ValueError(
+            f"heldout_prompt_fraction={data.heldout_prompt_fraction} leaves "
+            f"{len(train)} training and {len(heldout)} held-out prompts of {len(prompts)}"
+        )
+    return train, heldout
 
 
 def _pair(config: task.TaskConfig, prompt: task.Prompt, rng, index: int, split: str, seed: int):
@@ -58,12 +79,13 @@ def _pair(config: task.TaskConfig, prompt: task.Prompt, rng, index: int, split: 
     }
 
 
-def make_pairs(config: task.TaskConfig, num_pairs: int, *, seed: int, split: str):
-    """``num_pairs`` gold-labelled pairs, plus the number of tied draws that were dropped."""
+def make_pairs(config: task.TaskConfig, num_pairs: int, *, seed: int, split: str, pool=None):
+    """``num_pairs`` gold-labelled pairs on prompts of ``pool`` (default: all), plus the number
+    of tied draws that were dropped."""
     rng = np.random.default_rng([seed, {"train": 1, "test": 2}[split]])
     pairs, ties, index = [], 0, 0
     while len(pairs) < num_pairs:
-        prompt = task.sample_prompts(config, rng, 1)[0]
+        prompt = task.sample_prompts(config, rng, 1, pool)[0]
         pair = _pair(config, prompt, rng, index, split, seed)
         index += 1
         if pair is None:
@@ -76,7 +98,8 @@ def make_pairs(config: task.TaskConfig, num_pairs: int, *, seed: int, split: str
 def make_sft(config: task.TaskConfig, data: DataConfig, *, seed: int):
     rng = np.random.default_rng([seed, 3])
     rows = []
-    for i, prompt in enumerate(task.sample_prompts(config, rng, data.num_sft)):
+    pool, _ = prompt_pools(config, data)
+    for i, prompt in enumerate(task.sample_prompts(config, rng, data.num_sft, pool)):
         response = task.generate_response(config, prompt, data.sft_quality, rng)
         rows.append(
             {
@@ -91,9 +114,14 @@ def make_sft(config: task.TaskConfig, data: DataConfig, *, seed: int):
 
 def make_eval_prompts(config: task.TaskConfig, data: DataConfig, *, seed: int):
     rng = np.random.default_rng([seed, 4])
+    _, heldout = prompt_pools(config, data)
+    if heldout is None:
+        prompts = task.sample_prompts(config, rng, data.num_eval_prompts)
+    else:  # distinct held-out prompts, in a seeded order
+        prompts = [heldout[int(i)] for i in rng.permutation(len(heldout))]
+        prompts = prompts[: data.num_eval_prompts]
     return [
-        {"id": task.example_id("eval", seed, i), "prompt": p.text}
-        for i, p in enumerate(task.sample_prompts(config, rng, data.num_eval_prompts))
+        {"id": task.example_id("eval", seed, i), "prompt": p.text} for i, p in enumerate(prompts)
     ]
 
 
@@ -106,8 +134,13 @@ def _write_jsonl(path: str, rows) -> None:
 def write_dataset(directory: str, config: task.TaskConfig, data: DataConfig, *, seed: int) -> dict:
     """Writes the four files and returns a summary (counts, tie drops, label statistics)."""
     os.makedirs(directory, exist_ok=True)
-    train, train_ties = make_pairs(config, data.num_train_pairs, seed=seed, split="train")
-    test, test_ties = make_pairs(config, data.num_test_pairs, seed=seed, split="test")
+    train_pool, heldout_pool = prompt_pools(config, data)
+    train, train_ties = make_pairs(
+        config, data.num_train_pairs, seed=seed, split="train", pool=train_pool
+    )
+    test, test_ties = make_pairs(
+        config, data.num_test_pairs, seed=seed, split="test", pool=heldout_pool
+    )
     sft = make_sft(config, data, seed=seed)
     _write_jsonl(os.path.join(directory, "train.jsonl"), train)
     _write_jsonl(os.path.join(directory, "test.jsonl"), test)

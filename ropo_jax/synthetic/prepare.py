@@ -43,6 +43,15 @@ def prepare_synthetic(
     return paths
 
 
+def prompt_counts(paths: dict[str, str]) -> dict[str, int]:
+    """Distinct training and evaluation prompts of a prepared synthetic task, and how many
+    evaluation prompts also occur in training (held-out prompts are only as held out as this)."""
+    with open(os.path.join(paths["raw"], "train.jsonl")) as f:
+        train = {json.loads(line)["prompt"] for line in f if line.strip()}
+    evaluation = set(read_eval_prompts(paths["eval_prompts"]))
+    return {"train": len(train), "eval": len(evaluation), "overlap": len(train & evaluation)}
+
+
 def read_eval_prompts(path: str) -> list[str]:
     with open(path) as f:
         return [json.loads(line)["prompt"] for line in f if line.strip()]

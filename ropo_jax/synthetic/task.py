@@ -8,8 +8,14 @@ response is a sequence of words. Its gold reward is graded (not right/wrong):
 
 with score +1 for the topic's own words, −1 for "bad" words, −0.25 for other topics' words and
 0 for filler. The length term means that annotators who prefer longer responses (the
-``length_biased`` noise model of SPEC §4) mislabel pairs in a way the gold reward can detect.
-The best response is exactly L on-topic words (r = 1).
+``length_biased`` noise model of docs/method.md) mislabel pairs in a way the gold reward can
+detect. The best response is exactly L on-topic words (r = 1).
+
+With ``num_keywords > 0`` a prompt also names a keyword, one of its topic's first
+``num_keywords`` words (``topic T2 length 6 with g2_3``), and a response without it loses
+``keyword_weight``: topics × lengths × keywords distinct prompts (hundreds), so a flipped pair
+is not simply outvoted by many clean pairs on the very same prompt. The best response is still
+L on-topic words, the keyword among them (r = 1).
 """
 
 from __future__ import annotations
@@ -32,16 +38,31 @@ class TaskConfig:
     max_length: int = 8
     length_weight: float = 0.5  # λ
     off_topic_score: float = -0.25
+    num_keywords: int = 0  # 0: prompts name no keyword
+    keyword_weight: float = 0.5  # the penalty of a response without the prompt's keyword
+
+    def __post_init__(self):
+        if not 0 <= self.num_keywords <= self.words_per_topic:
+            raise ValueError(
+                f"num_keywords={self.num_keywords} must lie in [0, words_per_topic="
+                f"{self.words_per_topic}]"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class Prompt:
     topic: int
     length: int
+    keyword: int | None = None  # index of the topic word the response must contain
 
     @property
     def text(self) -> str:
-        return f"topic T{self.topic} length {self.length}"
+        base = f"topic T{self.topic} length {self.length}"
+        return base if self.keyword is None else f"{base} with g{self.topic}_{self.keyword}"
+
+    @property
+    def keyword_word(self) -> str | None:
+        return None if self.keyword is None else f"g{self.topic}_{self.keyword}"
 
 
 def topic_words(config: TaskConfig, topic: int) -> list[str]:
@@ -58,7 +79,7 @@ def filler_words(config: TaskConfig) -> list[str]:
 
 def vocabulary(config: TaskConfig) -> list[str]:
     """Every word of the task, specials first (ids 0..3), in a fixed order."""
-    words = [*SPECIAL_TOKENS, "topic", "length"]
+    words = [*SPECIAL_TOKENS, "topic", "length"] + (["with"] if config.num_keywords else [])
     words += [f"T{k}" for k in range(config.num_topics)]
     words += [str(n) for n in range(1, config.max_length + 1)]
     for k in range(config.num_topics):
@@ -69,13 +90,17 @@ def vocabulary(config: TaskConfig) -> list[str]:
 def parse_prompt(text: str) -> Prompt:
     parts = text.split()
     if (
-        len(parts) != 4
+        len(parts) not in (4, 6)
         or parts[0] != "topic"
         or parts[2] != "length"
         or not parts[1].startswith("T")
+        or (len(parts) == 6 and (parts[4] != "with" or "_" not in parts[5]))
     ):
-        raise ValueError(f"not a task prompt (want 'topic T<k> length <n>'): {text!r}")
-    return Prompt(topic=int(parts[1][1:]), length=int(parts[3]))
+        raise ValueError(
+            f"not a task prompt (want 'topic T<k> length <n>[ with g<k>_<j>]'): {text!r}"
+        )
+    keyword = int(parts[5].rsplit("_", 1)[1]) if len(parts) == 6 else None
+    return Prompt(topic=int(parts[1][1:]), length=int(parts[3]), keyword=keyword)
 
 
 def word_score(config: TaskConfig, word: str, topic: int) -> float:
@@ -95,13 +120,44 @@ def gold_reward(config: TaskConfig, prompt: str | Prompt, response: str) -> floa
         return -1.0 - config.length_weight
     quality = float(np.mean([word_score(config, w, prompt.topic) for w in words]))
     length_penalty = config.length_weight * abs(len(words) - prompt.length) / prompt.length
-    return quality - length_penalty
+    missing_keyword = prompt.keyword is not None and prompt.keyword_word not in words
+    return quality - length_penalty - config.keyword_weight * missing_keyword
 
 
-def sample_prompts(config: TaskConfig, rng: np.random.Generator, n: int) -> list[Prompt]:
+def all_prompts(config: TaskConfig) -> list[Prompt]:
+    """Every distinct prompt of the task, in a fixed order."""
+    keywords = range(config.num_keywords) if config.num_keywords else [None]
+    return [
+        Prompt(t, n, k)
+        for t in range(config.num_topics)
+        for n in range(config.min_length, config.max_length + 1)
+        for k in keywords
+    ]
+
+
+def is_heldout(prompt: Prompt, fraction: float) -> bool:
+    """A fixed, seed-independent split of the prompt space: about ``fraction`` of the distinct
+    prompts are held out (evaluation only), by a hash of the prompt text."""
+    digest = int(hashlib.sha1(prompt.text.encode()).hexdigest()[:8], 16)
+    return digest / 0xFFFFFFFF < fraction
+
+
+def sample_prompts(
+    config: TaskConfig, rng: np.random.Generator, n: int, pool: list[Prompt] | None = None
+) -> list[Prompt]:
+    """``n`` prompts drawn uniformly from ``pool`` (default: every prompt of the task). Without
+    keywords and a pool, the draw is the original one (topic, then length), so data sets of
+    earlier presets are unchanged."""
+    if pool is not None:
+        return [pool[int(i)] for i in rng.integers(0, len(pool), size=n)]
     topics = rng.integers(0, config.num_topics, size=n)
     lengths = rng.integers(config.min_length, config.max_length + 1, size=n)
-    return [Prompt(int(t), int(L)) for t, L in zip(topics, lengths, strict=True)]
+    if not config.num_keywords:
+        return [Prompt(int(t), int(L)) for t, L in zip(topics, lengths, strict=True)]
+    keywords = rng.integers(0, config.num_keywords, size=n)
+    return [
+        Prompt(int(t), int(L), int(k)) for t, L, k in zip(topics, lengths, keywords, strict=True)
+    ]
 
 
 def generate_response(
@@ -127,6 +183,8 @@ def generate_response(
             else:
                 pool = topic_words(config, int(rng.choice(other_topics)))
         words.append(str(rng.choice(pool)))
+    if prompt.keyword is not None and rng.random() < quality:
+        words[int(rng.integers(0, length))] = prompt.keyword_word  # a good generator obeys
     return " ".join(words)
 
 

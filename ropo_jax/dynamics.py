@@ -1,0 +1,149 @@
+"""Training dynamics: what the policy has learned from the noisy labels, measured at every epoch
+boundary of preference training (``metrics.jsonl`` rows with ``"kind": "dynamics"``, collected
+into ``results.json["dynamics"]``). This is the claim "DPO fits the flipped labels, ROPO does not"
+measured as a curve:
+
+- ``flipped_fit_rate`` / ``clean_fit_rate``: the fraction of flipped / clean training pairs
+  whose margin h agrees with the label the model is trained on (h > 0 in training orientation);
+- ``noise_auroc``: AUROC of −h against the flip mask, the same score for every method (a
+  method's own loss ranks pairs meaningfully only when it decreases in h);
+- ``heldout_accuracy``: clean held-out preference accuracy (h > 0 with the true labels);
+- ``gold_reward_mean`` and ``kl``: on a small fixed set of evaluation prompts (synthetic task),
+  the gold reward of one policy sample per prompt, and KL(π‖π_ref) estimated by the mean of
+  log π(y|x) − log π_ref(y|x) over those samples.
+
+Shape key: N examples, P probe prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from ropo_jax import eval_metrics, sampling, scoring
+from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.models import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldProbe:
+    """Prompts to sample, and how to turn a sample into a gold reward (synthetic task)."""
+
+    prompt_ids: list[list[int]]  # [P] token ids, BOS included
+    reward: Callable[[int, list[int]], float]  # (prompt index, response ids) → gold reward
+    sampling_config: sampling.SamplingConfig
+
+
+@dataclasses.dataclass
+class DynamicsProbe:
+    """Call it with the current parameters; returns one dynamics record (module docstring)."""
+
+    model_config: ModelConfig
+    ref_params: Any
+    train_data: PreferenceData
+    reference: tuple[np.ndarray, np.ndarray]  # train reference log-probs, stored orientation
+    heldout: tuple[PreferenceData, tuple[np.ndarray, np.ndarray]] | None
+    gold: GoldProbe | None
+    batch_size: int
+    seed: int = 0
+    mesh: Any = None
+
+    def __call__(self, params) -> dict[str, float | None]:
+        record = self._fit(params)
+        record["heldout_accuracy"] = self._heldout_accuracy(params)
+        record.update(self._samples(params))
+        return record
+
+    def _margins(self, params, data, reference) -> np.ndarray:
+        chosen_N, rejected_N = scoring.sequence_logps_over(
+            self.model_config,
+            params,
+            data,
+            batch_size=self.batch_size,
+            mesh=self.mesh,
+            desc="dynamics",
+        )
+        return (chosen_N - reference[0]) - (rejected_N - reference[1])  # stored orientation
+
+    def _fit(self, params) -> dict[str, float | None]:
+        flipped_N = np.asarray(self.train_data.is_flipped, bool)
+        stored_N = self._margins(params, self.train_data, self.reference)
+        margin_N = np.where(flipped_N, -stored_N, stored_N)  # training orientation: h
+        fits_N = margin_N > 0
+        return {
+            "flipped_fit_rate": float(fits_N[flipped_N].mean()) if flipped_N.any() else None,
+            "clean_fit_rate": float(fits_N[~flipped_N].mean()) if (~flipped_N).any() else None,
+            "noise_auroc": eval_metrics.auroc(-margin_N, flipped_N),
+        }
+
+    def _heldout_accuracy(self, params) -> float | None:
+        if self.heldout is None:
+            return None
+        data, reference = self.heldout
+        return eval_metrics.preference_accuracy(self._margins(params, data, reference))
+
+    def _samples(self, params) -> dict[str, float | None]:
+        if self.gold is None or not self.gold.prompt_ids:
+            return {"gold_reward_mean": None, "kl": None}
+        prompts = self.gold.prompt_ids
+        responses = sampling.generate(
+            self.model_config,
+            params,
+            prompts,
+            self.gold.sampling_config,
+            rng=jax.random.key(self.seed),
+            batch_size=self.batch_size,
+            progress=False,
+        )
+        rewards_P = [self.gold.reward(i, r) for i, r in enumerate(responses)]
+        # Score each sample under both models: a pair whose two responses are the sample.
+        pad = self.gold.sampling_config.pad_token_id
+        filled = [r or [pad] for r in responses]
+        samples = PreferenceData.from_token_lists(
+            [f"probe{i}" for i in range(len(prompts))],
+            prompts,
+            filled,
+            filled,
+            manifest=self.train_data.manifest,
+        )
+        logps = {}
+        for name, p in (("policy", params), ("reference", self.ref_params)):
+            logps[name], _ = scoring.sequence_logps_over(
+                self.model_config,
+                p,
+                samples,
+                batch_size=self.batch_size,
+                mesh=self.mesh,
+                desc=f"dynamics {name}",
+            )
+        return {
+            "gold_reward_mean": float(np.mean(rewards_P)),
+            "kl": float(np.mean(logps["policy"] - logps["reference"])),
+        }
+
+
+def collect(rows: list[dict[str, Any]], epochs_per_round: float) -> list[dict[str, Any]]:
+    """``results.json["dynamics"]`` from the ``kind="dynamics"`` rows of ``metrics.jsonl``: the
+    last row of each (round, step) (a resumed run may have written one twice), in order, with
+    ``epoch`` counted from the start of preference training and ``step`` the optimizer steps
+    since then (the rounds' steps added up)."""
+    latest: dict[tuple[int, int], dict[str, Any]] = {}
+    for row in rows:
+        if row.get("kind") == "dynamics":
+            latest[(int(row["round"]), int(row["step"]))] = row
+    out, offset, last_round, round_steps = [], 0, None, 0
+    for (round_index, step), row in sorted(latest.items()):
+        if round_index != last_round:
+            offset += round_steps
+            last_round, round_steps = round_index, 0
+        round_steps = max(round_steps, step)
+        record = {k: v for k, v in row.items() if k not in ("kind", "stage", "round_epoch")}
+        record["epoch"] = (round_index - 1) * epochs_per_round + row["round_epoch"]
+        record["step"] = offset + step
+        record["round"] = round_index
+        out.append(record)
+    return out
