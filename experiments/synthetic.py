@@ -72,4 +72,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.update(batch_size=128, max_new_tokens=12, generate_batch_size=64, temperature=0.7)
     c.train.schedule = p.get("schedule", "cosine")
     c.eval.samples_per_prompt = p.get("samples", 1)
+    c.eval.dynamics_prompts = p["prompts"]  # every evaluation prompt, one sample each
     return c

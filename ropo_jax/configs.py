@@ -98,6 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
             filter_start_round=2,
             filter_mode="recompute",
             filter_granularity="dataset",
+            # False: one optimizer and one learning-rate schedule across all rounds (warmup
+            # once); True: a fresh optimizer, warmup and decay every round.
+            restart_optimizer=False,
             rs=ml_collections.ConfigDict(
                 dict(
                     enabled=False,

@@ -7,7 +7,9 @@ measured as a curve:
   whose margin h agrees with the label the model is trained on (h > 0 in training orientation);
 - ``noise_auroc``: AUROC of −h against the flip mask, the same score for every method (a
   method's own loss ranks pairs meaningfully only when it decreases in h);
-- ``heldout_accuracy``: clean held-out preference accuracy (h > 0 with the true labels);
+- ``heldout_accuracy``: clean held-out preference accuracy (h > 0 with the true labels), and
+  ``noisy_heldout_accuracy``: the same pairs with labels flipped by the run's noise model (an
+  independent draw): what a user without clean labels can measure, and select checkpoints by;
 - ``gold_reward_mean`` and ``kl``: on a small fixed set of evaluation prompts (synthetic task),
   the gold reward of one policy sample per prompt, and KL(π‖π_ref) estimated by the mean of
   log π(y|x) − log π_ref(y|x) over those samples.
@@ -51,10 +53,11 @@ class DynamicsProbe:
     batch_size: int
     seed: int = 0
     mesh: Any = None
+    heldout_flips: np.ndarray | None = None  # [M] the noisy validation labels' flips
 
     def __call__(self, params) -> dict[str, float | None]:
         record = self._fit(params)
-        record["heldout_accuracy"] = self._heldout_accuracy(params)
+        record.update(self._heldout_accuracies(params))
         record.update(self._samples(params))
         return record
 
@@ -80,11 +83,19 @@ class DynamicsProbe:
             "noise_auroc": eval_metrics.auroc(-margin_N, flipped_N),
         }
 
-    def _heldout_accuracy(self, params) -> float | None:
+    def _heldout_accuracies(self, params) -> dict[str, float | None]:
         if self.heldout is None:
-            return None
+            return {"heldout_accuracy": None, "noisy_heldout_accuracy": None}
         data, reference = self.heldout
-        return eval_metrics.preference_accuracy(self._margins(params, data, reference))
+        margin_M = self._margins(params, data, reference)
+        noisy = None
+        if self.heldout_flips is not None:
+            noisy_M = np.where(self.heldout_flips, -margin_M, margin_M)
+            noisy = eval_metrics.preference_accuracy(noisy_M)
+        return {
+            "heldout_accuracy": eval_metrics.preference_accuracy(margin_M),
+            "noisy_heldout_accuracy": noisy,
+        }
 
     def _samples(self, params) -> dict[str, float | None]:
         if self.gold is None or not self.gold.prompt_ids:
@@ -124,6 +135,15 @@ class DynamicsProbe:
             "gold_reward_mean": float(np.mean(rewards_P)),
             "kl": float(np.mean(logps["policy"] - logps["reference"])),
         }
+
+
+def select_by_noisy_validation(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch a user without clean labels would keep: the highest noisy held-out accuracy
+    after training began (the earliest of ties), with everything measured there."""
+    trained = [r for r in curve if r["step"] > 0 and r.get("noisy_heldout_accuracy") is not None]
+    if not trained:
+        return None
+    return max(trained, key=lambda r: (r["noisy_heldout_accuracy"], -r["step"]))
 
 
 def collect(rows: list[dict[str, Any]], epochs_per_round: float) -> list[dict[str, Any]]:

@@ -307,6 +307,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         extra["dynamics"] = dynamics.collect(
             read_metrics(workdir), float(config.ropo.epochs_per_round)
         )
+        extra["selected_by_noisy_validation"] = dynamics.select_by_noisy_validation(
+            extra["dynamics"]
+        )
     if config.method != "sft" or config.sft.enabled:  # a run that trained
         export_policy(config, workdir, "model", model_config, policy_params, stage=config.method)
 
@@ -352,6 +355,7 @@ def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
         rs_max_new_tokens=int(r.rs.max_new_tokens),
         rs_include_original=bool(r.rs.include_original),
         rs_selection=r.rs.selection,
+        restart_optimizer=bool(r.restart_optimizer),
     )
 
 
@@ -438,12 +442,18 @@ def dynamics_probe(config, paths, model_config, sft_params, train_data, referenc
                 length_bucket=16,
             ),
         )
+    heldout_flips = None
+    if heldout is not None and config.noise.kind != "none":
+        # The noisy validation labels: the run's noise model, an independent draw.
+        noise = dataclasses.replace(noise_config(config), seed=int(config.noise.seed) + 7919)
+        heldout_flips = load_preference_data(heldout[0], noise)[1].is_flipped
     return dynamics.DynamicsProbe(
         model_config=model_config,
         ref_params=sft_params,
         train_data=train_data,
         reference=reference,
         heldout=heldout,
+        heldout_flips=heldout_flips,
         gold=gold,
         batch_size=int(config.eval.batch_size),
         seed=int(config.seed) + 2000,

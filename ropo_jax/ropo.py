@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -66,6 +67,10 @@ class RopoConfig:
     rs_max_new_tokens: int = 64
     rs_include_original: bool = False
     rs_selection: str = "max_margin"
+    # False: one optimizer over all rounds (Adam moments and the learning-rate schedule carry
+    # on from round to round, warmup only at the start); True: a fresh optimizer, warmup and
+    # decay in every round.
+    restart_optimizer: bool = False
 
     def __post_init__(self):
         if self.num_rounds < 1:
@@ -248,6 +253,19 @@ def _write_json(path, value):
     os.replace(tmp, path)
 
 
+def schedule_steps(stage: trainer.StageConfig, num_examples: int, ropo: RopoConfig) -> int:
+    """The optimizer steps of all rounds, for one learning-rate schedule over them: round 1's
+    exactly, later rounds' with the most rejection-sampled pairs they can hold (one per
+    discarded pair), so the schedule never ends before training does."""
+    micro_size = stage.batch_size // stage.micro_batches
+
+    def steps(n):
+        return math.floor(stage.epochs * (n // micro_size) / stage.micro_batches)
+
+    most = num_examples + (math.floor(ropo.filter_ratio * num_examples) if ropo.rs_enabled else 0)
+    return steps(num_examples) + (ropo.num_rounds - 1) * steps(most)
+
+
 def run_rounds(
     *,
     workdir: str,
@@ -283,6 +301,8 @@ def run_rounds(
         in_batch_filter_ratio=ropo.filter_ratio if in_batch else 0.0,
     )
     cache_dir = os.path.join(workdir, "cache")
+    opt_state = None  # carried from round to round unless ropo.restart_optimizer
+    shared_schedule = 0 if ropo.restart_optimizer else schedule_steps(stage_template, n, ropo)
     for t in range(1, ropo.num_rounds + 1):
         round_dir = os.path.join(workdir, f"round_{t}")
         os.makedirs(round_dir, exist_ok=True)
@@ -304,7 +324,10 @@ def run_rounds(
                 np.concatenate([reference[1], rs_ref[1]]),
             )
         stage = dataclasses.replace(
-            stage_template, name=f"round_{t}", seed=stage_template.seed + t - 1
+            stage_template,
+            name=f"round_{t}",
+            seed=stage_template.seed + t - 1,
+            schedule_steps=shared_schedule,
         )
         on_epoch = None
         if probe is not None:
@@ -321,7 +344,7 @@ def run_rounds(
                         **on_epoch(sft_params),
                     }
                 )
-        params = trainer.run_stage(
+        state = trainer.run_stage(
             stage,
             step_config,
             model_config,
@@ -334,7 +357,12 @@ def run_rounds(
             ref_params=sft_params if step_config.online_reference else None,
             example_weights=weights_t,
             on_epoch=on_epoch,
+            init_opt_state=opt_state,
+            return_state=True,
         )
+        params = state.params
+        if not ropo.restart_optimizer:
+            opt_state = state.opt_state
         done_path = os.path.join(round_dir, "done.json")
         if processes.agree(os.path.exists(done_path)):  # scores, w and RS are on disk
             with open(done_path) as f:

@@ -48,6 +48,10 @@ class StageConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # The learning-rate schedule's length in steps (warmup included); 0: this stage's steps. A
+    # stage that continues another's optimizer state (``init_opt_state``) continues its
+    # schedule too: the schedule counts steps in the optimizer state.
+    schedule_steps: int = 0
 
 
 def _abstract_with_shardings(abstract, shardings):
@@ -73,6 +77,8 @@ def run_stage(
     example_weights: np.ndarray | None = None,
     indices: np.ndarray | None = None,
     on_epoch=None,
+    init_opt_state=None,
+    return_state: bool = False,
 ):
     """Trains ``init_params`` on ``data`` and returns the final parameters.
 
@@ -80,7 +86,9 @@ def run_stage(
     ``ref_params`` for the online mode; ``example_weights`` [N] multiply the batch weights (the
     ROPO w-step); ``indices`` restrict the stage to those examples. ``on_epoch(params)`` is
     called at every epoch boundary (and the last step) and returns a record written to the
-    metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``).
+    metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``). ``init_opt_state``: start from this
+    optimizer state (moments and schedule position, e.g. the previous ROPO round's) instead of
+    a fresh one. Returns the final parameters, or the final TrainState with ``return_state``.
     """
     micro_size = stage.batch_size // stage.micro_batches
     if micro_size * stage.micro_batches != stage.batch_size:
@@ -101,18 +109,20 @@ def run_stage(
             f"{stage.name}: {num_examples} examples give no full update of batch_size="
             f"{stage.batch_size}; lower the batch size or add data"
         )
+    schedule_steps = stage.schedule_steps or total_steps
     optimizer = optim.make_optimizer(
         learning_rate=stage.learning_rate,
-        total_steps=total_steps,
-        warmup_steps=int(stage.warmup_ratio * total_steps),
+        total_steps=schedule_steps,
+        warmup_steps=int(stage.warmup_ratio * schedule_steps),
         schedule=stage.schedule,
         weight_decay=stage.weight_decay,
         max_grad_norm=stage.max_grad_norm,
     )
     rng = jax.random.key(stage.seed)
 
-    def init_fn(p):
-        return train.init_state(model_config, optimizer, rng, params=p)
+    def init_fn(p, opt_state=None):
+        state = train.init_state(model_config, optimizer, rng, params=p)
+        return state if opt_state is None else dataclasses.replace(state, opt_state=opt_state)
 
     abstract_state = jax.eval_shape(init_fn, init_params)
     state_sharding = None
@@ -146,10 +156,10 @@ def run_stage(
         writer.drop_after(stage.name, start_step)
         logging.info("%s: resumed at step %d of %d", stage.name, start_step, total_steps)
     else:
-        state = jax.jit(init_fn, out_shardings=state_sharding)(init_params)
+        state = jax.jit(init_fn, out_shardings=state_sharding)(init_params, init_opt_state)
     if start_step >= total_steps:
         checkpointer.close()
-        return state.params
+        return state if return_state else state.params
     step_fn = train.make_train_step(
         stage.kind,
         step_config,
@@ -239,4 +249,4 @@ def run_stage(
             )
     progress.close()
     checkpointer.close()
-    return state.params
+    return state if return_state else state.params

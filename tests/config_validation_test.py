@@ -165,7 +165,8 @@ BAD_VALUES = [
     ("ropo.filter_ratio", 1.0, r"config.ropo.filter_ratio=1.0: must be a number in \[0, 1\)"),
     ("ropo.filter_ratio", 1.5, "config.ropo.filter_ratio=1.5"),
     ("ropo.filter_ratio", -0.1, "config.ropo.filter_ratio=-0.1"),
-    ("ropo.filter_ratio", "half", "or 'auto'"),
+    ("ropo.filter_ratio", "half", r"a number in \[0, 1\)"),
+    ("ropo.filter_ratio", "auto", r"a number in \[0, 1\)"),  # not implemented yet
     ("ropo.filter_start_round", 0, "config.ropo.filter_start_round=0"),
     ("ropo.filter_mode", "cumulativ", "did you mean 'cumulative'"),
     ("ropo.filter_granularity", "example", "config.ropo.filter_granularity='example'"),
@@ -193,7 +194,6 @@ def test_bad_value_is_one_line_naming_key_and_value(key, value, match):
 
 
 GOOD_VALUES = [
-    ("ropo.filter_ratio", "auto"),
     ("ropo.filter_ratio", 0.0),
     ("noise.rate", 0.49),
     ("train.warmup_ratio", 1.0),

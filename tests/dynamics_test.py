@@ -36,3 +36,14 @@ def test_collect_orders_dedupes_and_counts_steps_across_rounds():
     ]
     assert [r["flipped_fit_rate"] for r in out] == pytest.approx([0.0, 0.3, 0.45, 0.6, 0.7])
     assert all("kind" not in r and "stage" not in r for r in out)
+
+
+def test_selection_by_noisy_validation_keeps_the_best_trained_epoch():
+    curve = [
+        {"step": 0, "noisy_heldout_accuracy": 0.9, "gold_reward_mean": 0.0},  # untrained: never
+        {"step": 5, "noisy_heldout_accuracy": 0.6, "gold_reward_mean": 0.1},
+        {"step": 10, "noisy_heldout_accuracy": 0.7, "gold_reward_mean": 0.2},
+        {"step": 15, "noisy_heldout_accuracy": 0.7, "gold_reward_mean": 0.3},
+    ]
+    assert dynamics.select_by_noisy_validation(curve)["step"] == 10  # the earliest of ties
+    assert dynamics.select_by_noisy_validation(curve[:1]) is None

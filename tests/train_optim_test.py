@@ -65,3 +65,70 @@ def test_gradients_are_clipped_to_the_global_norm(max_grad_norm):
     )
     same = np.allclose(_two_updates(optimizer, 100.0), _two_updates(optimizer, 1.0), rtol=1e-6)
     assert same == (max_grad_norm is not None)
+
+
+def _schedule_counts(opt_state):
+    """Every optax step counter in an optimizer state (Adam's and the schedule's)."""
+    leaves = jax.tree_util.tree_leaves_with_path(opt_state)
+    return {int(v) for k, v in leaves if jax.tree_util.keystr(k).endswith(".count")}
+
+
+def test_a_stage_continues_the_optimizer_state_it_is_given(tmp_path):
+    """Two stages of 2 steps, the second started from the first's optimizer state, end where
+    one stage of 4 steps does: Adam's moments and the schedule carry on (ROPO's rounds)."""
+    from ropo_jax import metrics, train, trainer
+    from ropo_jax.data.loader import load_preference_data
+    from ropo_jax.synthetic import dataset, prepare, task
+
+    paths = prepare.prepare_synthetic(
+        str(tmp_path / "data"),
+        task.TaskConfig(),
+        dataset.DataConfig(num_sft=8, num_train_pairs=16, num_test_pairs=4, num_eval_prompts=2),
+        seed=0,
+    )
+    data, _ = load_preference_data(paths["sft"])
+    config = models.ModelConfig.preset("tiny", vocab_size=int(data.manifest["vocab_size"]))
+    params = models.init_params(config, jax.random.key(0))
+    writer = metrics.MetricsWriter(str(tmp_path), tensorboard=False)
+    common = dict(kind="sft", batch_size=4, learning_rate=1e-2, warmup_ratio=0.5, seed=0)
+
+    def run(name, epochs, schedule_steps, params, opt_state=None):
+        stage = trainer.StageConfig(
+            name=name, epochs=epochs, schedule_steps=schedule_steps, **common
+        )
+        return trainer.run_stage(
+            stage,
+            train.StepConfig(),
+            config,
+            params,
+            data,
+            workdir=str(tmp_path / name),
+            writer=writer,
+            init_opt_state=opt_state,
+            return_state=True,
+        )
+
+    whole = run("whole", 2.0, 0, params)
+    first = run("first", 1.0, 4, params)
+    second = run("second", 1.0, 4, first.params, first.opt_state)
+    assert _schedule_counts(first.opt_state) == {2}
+    assert _schedule_counts(second.opt_state) == _schedule_counts(whole.opt_state) == {4}
+    # Same batches? Each stage restarts its data order, so compare with a restart of the
+    # optimizer instead: continuing changes the second stage's result.
+    restarted = run("restarted", 1.0, 0, first.params)
+    differs = jax.tree.map(
+        lambda a, b: float(jnp.abs(a - b).max()), second.params, restarted.params
+    )
+    assert max(jax.tree.leaves(differs)) > 0
+
+
+def test_one_schedule_spans_every_round():
+    from ropo_jax import ropo, trainer
+
+    stage = trainer.StageConfig(name="round", batch_size=8, micro_batches=2, epochs=1.0)
+    base = ropo.RopoConfig(num_rounds=3, filter_ratio=0.2)
+    # 100 pairs, micro-batches of 4: 25 micro-batches = 12 steps a round.
+    assert ropo.schedule_steps(stage, 100, base) == 36
+    # With rejection sampling a later round can hold up to 20 more pairs: 30 micro → 15 steps.
+    with_rs = ropo.RopoConfig(num_rounds=3, filter_ratio=0.2, rs_enabled=True)
+    assert ropo.schedule_steps(stage, 100, with_rs) == 12 + 2 * 15

@@ -156,12 +156,11 @@ MODEL_RULES = {
 ROPO_RULES = {
     "num_rounds": POSITIVE,
     "epochs_per_round": real(0, open_low=True),
-    "filter_ratio": Rule(
-        lambda v: v == "auto" or (is_real(v) and 0 <= v < 1), "a number in [0, 1) or 'auto'"
-    ),
+    "filter_ratio": real(0, 1, open_high=True),
     "filter_start_round": POSITIVE,
     "filter_mode": one_of(FILTER_MODES),
     "filter_granularity": one_of(GRANULARITIES),
+    "restart_optimizer": BOOL,
 }
 RS_RULES = {
     "enabled": BOOL,
