@@ -1,10 +1,10 @@
-"""The memorisation-regime benchmark (experiments/synthetic.py:regime): every method at
-symmetric noise rates × 6 seeds that were not used to design the preset (100–105; the preset was
-calibrated on seed 5).
+"""The memorisation-regime benchmark: every method at symmetric noise rates × 6 seeds that were
+not used to design the preset (100–105; experiments/synthetic.py:regime was calibrated on seed 5).
 
-ARG: ``RATE[,RATE...]`` restricts the rates (e.g. ``0.4``); default all of RATES.
+ARG: ``[PRESET][,RATE...]``: the experiments/synthetic.py preset (default ``regime``; ``smoke``
+for a toy check) and the rates to run (default all of RATES), e.g. ``regime,0.4``.
 
-    python scripts/run_sweep.py --sweep=experiments/sweeps/regime.py:0.4 --root=runs/regime
+    python scripts/run_sweep.py --sweep=experiments/sweeps/regime.py:regime,0.4 --root=runs/regime
 """
 
 METHODS = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full")
@@ -13,11 +13,12 @@ SEEDS = (100, 101, 102, 103, 104, 105)
 
 
 def get_sweep(arg=None):
-    rates = tuple(float(r) for r in arg.split(",")) if arg else RATES
+    preset, *rates = (arg or "regime").split(",")
+    rates = tuple(float(r) for r in rates) or RATES
     return [
         {
             "name": f"{method}_noise{rate}_seed{seed}",
-            "config": "experiments/synthetic.py:regime",
+            "config": f"experiments/synthetic.py:{preset or 'regime'}",
             "overrides": {
                 "method": method,
                 "noise.kind": "symmetric" if rate else "none",
