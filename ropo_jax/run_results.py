@@ -68,6 +68,19 @@ def mean_std(xs: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def mean_ci(xs: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (NaN half-width for fewer
+    than two values): for paired differences across seeds."""
+    if not xs:
+        return math.nan, math.nan
+    mean, std = mean_std(xs)
+    if len(xs) < 2:
+        return mean, math.nan
+    from scipy import stats  # scipy ships with jax; imported here to keep this module light
+
+    return mean, float(stats.t.ppf(0.5 + level / 2, len(xs) - 1) * std / math.sqrt(len(xs)))
+
+
 def paired_deltas(
     group: Iterable[dict[str, Any]],
     runs: Iterable[dict[str, Any]],
@@ -107,3 +120,23 @@ def clean_accuracy(run: dict[str, Any]) -> float | None:
 
 def noise_auroc(run: dict[str, Any]) -> float | None:
     return run["noise_identification"].get("auroc")
+
+
+def _last_dynamics(run: dict[str, Any], key: str) -> float | None:
+    curve = run.get("dynamics") or []
+    return curve[-1].get(key) if curve else None
+
+
+def flipped_fit(run: dict[str, Any]) -> float | None:
+    """Fraction of flipped training pairs fit at the end of training (dynamics)."""
+    return _last_dynamics(run, "flipped_fit_rate")
+
+
+def final_kl(run: dict[str, Any]) -> float | None:
+    return _last_dynamics(run, "kl")
+
+
+def selected_gold_reward(run: dict[str, Any]) -> float | None:
+    """Gold reward of samples at the epoch with the best noisy held-out accuracy."""
+    selected = run.get("selected_by_noisy_validation")
+    return selected.get("gold_reward_mean") if selected else None

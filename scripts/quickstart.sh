@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set-up + the project's main job on its embedded default, on a laptop CPU (~5 minutes):
-# the controlled noisy-preference benchmark (experiments/synthetic.py:quick) — DPO, cDPO, rDPO,
-# IPO, the ROPO loss and the full ROPO framework at 20 % symmetric label noise — then the results
-# table and the figures.   RUN_DIR=runs/quickstart by default; re-running resumes.
+# the controlled noisy-preference benchmark in the memorisation regime
+# (experiments/synthetic.py:quick) — DPO, cDPO, rDPO, IPO, the ROPO loss and the full ROPO
+# framework at 40 % symmetric label noise — then the results table and the figures (training
+# dynamics, the reward–KL frontier).   RUN_DIR=runs/quickstart by default; re-running resumes.
 source "$(dirname "$0")/_setup_env.sh" requirements.txt
 RUN_DIR="${RUN_DIR:-runs/quickstart}"
 start=$(date +%s)
@@ -13,4 +14,6 @@ python scripts/loss_table.py --out_dir="$RUN_DIR/losses" > /dev/null
 python scripts/figures/gradient_weights.py --run_dir="$RUN_DIR/losses" --out=figures/gradient_weights.png
 python scripts/figures/score_distributions.py --runs="$RUN_DIR/dpo,$RUN_DIR/ropo,$RUN_DIR/ropo_full" \
   --out=figures/score_distributions.png
+python scripts/figures/dynamics.py --root="$RUN_DIR" --rate=0.4 --out=figures/dynamics.png
+python scripts/figures/reward_kl.py --root="$RUN_DIR" --rate=0.4 --out=figures/reward_kl.png
 echo "[quickstart] done in $(( $(date +%s) - start )) s; run directories under $RUN_DIR, table in $RUN_DIR/results.md"

@@ -17,6 +17,15 @@ COLUMNS = (
     ("clean held-out acc.", run_results.clean_accuracy),
     ("noise AUROC", run_results.noise_auroc),
     ("noise F1 (top-ρ)", lambda r: r["noise_identification"].get("f1")),
+    ("flipped fit (end)", run_results.flipped_fit),
+    ("KL (end)", run_results.final_kl),
+    ("gold reward @ noisy-val pick", run_results.selected_gold_reward),
+)
+# Columns without any value in the runs (e.g. dynamics of older runs) are left out.
+PAIRED = (
+    ("win rate", run_results.win_rate),
+    ("gold reward", run_results.gold_reward),
+    ("gold @ pick", run_results.selected_gold_reward),
 )
 
 
@@ -35,18 +44,24 @@ def _in_method_order(name: str, method: str):
     return run_results.method_rank(method), name
 
 
+def _present(columns, runs):
+    return tuple((name, get) for name, get in columns if run_results.values(runs, get))
+
+
 def per_run_table(runs: list[dict]) -> str:
-    header = ["run", "method", "noise", "seed", *(c for c, _ in COLUMNS)]
+    columns = _present(COLUMNS, runs)
+    header = ["run", "method", "noise", "seed", *(c for c, _ in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(runs, key=lambda r: _in_method_order(r["run"], r["method"])):
-        cells = [r["run"], r["method"], _noise(r), r["seed"], *(f(r) for _, f in COLUMNS)]
+        cells = [r["run"], r["method"], _noise(r), r["seed"], *(f(r) for _, f in columns)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
 def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
-    paired = [f"Δ win rate vs {baseline} (paired)", f"Δ gold reward vs {baseline} (paired)"]
-    header = ["variant", "method", "noise", "seeds", *(c for c, _ in COLUMNS)]
+    columns, paired_columns = _present(COLUMNS, runs), _present(PAIRED, runs)
+    paired = [f"Δ {name} vs {baseline} (paired, 95% CI)" for name, _ in paired_columns]
+    header = ["variant", "method", "noise", "seeds", *(c for c, _ in columns)]
     header += paired if baseline else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = run_results.group_by(runs, run_results.run_prefix).items()
@@ -54,17 +69,17 @@ def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
         groups, key=lambda item: _in_method_order(item[0], item[1][0]["method"])
     ):
         cells = [variant, group[0]["method"], _noise(group[0]), str(len(group))]
-        for _, get in COLUMNS:
+        for _, get in columns:
             xs = run_results.values(group, get)
             mean, std = run_results.mean_std(xs)
             cells.append(f"{mean:.3f} ± {std:.3f}" if xs else "–")
-        for get in (run_results.win_rate, run_results.gold_reward) if baseline else ():
+        for _, get in paired_columns if baseline else ():
             deltas = run_results.paired_deltas(group, runs, get, baseline_method=baseline)
-            mean, std = run_results.mean_std(deltas)
+            mean, half = run_results.mean_ci(deltas)
             # How many seeds the variant beats the baseline in: a sign count that does not lean
             # on the spread being normal.
             better = sum(d > 0 for d in deltas)
-            cell = f"{mean:+.3f} ± {std:.3f} ({better}/{len(deltas)} > 0)"
+            cell = f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] ({better}/{len(deltas)})"
             cells.append(cell if deltas and group[0]["method"] != baseline else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ prints the commands, one per line. Runs whose ``results.json`` exists are skippe
 sweep resumes it); a failed run is reported and the others go on.
 
     python scripts/run_sweep.py --root=runs/sweep --parallel=2 \\
-        --sweep=experiments/sweeps/noise_rates.py:quick
+        --sweep=experiments/sweeps/regime.py:regime,0.4
 """
 
 import argparse

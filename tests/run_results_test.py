@@ -10,7 +10,7 @@ from script_runner import run_script
 from ropo_jax import run_results
 
 
-def _write_run(root, name, *, method, rate, seed, win, kind="symmetric", rounds=2):
+def _write_run(root, name, *, method, rate, seed, win, kind="symmetric", rounds=2, extra=None):
     results = {
         "method": method,
         "noise": {"kind": kind, "rate": rate},
@@ -26,6 +26,7 @@ def _write_run(root, name, *, method, rate, seed, win, kind="symmetric", rounds=
             for r in range(rounds)
         ],
     }
+    results.update(extra or {})
     os.makedirs(root / name)
     with open(root / name / "results.json", "w") as f:
         json.dump(results, f)
@@ -82,7 +83,7 @@ def test_results_table_folds_seeds(noise_sweep):
         "scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean", "--baseline=dpo"
     ).stdout
     row = next(line for line in paired.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
-    assert row.endswith("| +0.020 ± 0.000 (3/3 > 0) | +0.020 ± 0.000 (3/3 > 0) |")
+    assert row.endswith("| +0.020 [+0.020, +0.020] (3/3) | +0.020 [+0.020, +0.020] (3/3) |")
     baseline_row = next(line for line in paired.splitlines() if line.startswith("| dpo_noise0.2 |"))
     assert baseline_row.endswith("| – | – |")
     variants = [line.split(" | ")[0][2:] for line in paired.splitlines()[2:]]
@@ -144,3 +145,60 @@ def test_ablation_figure(tmp_path):
 def test_missing_root_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such run root"):
         run_results.load_runs(str(tmp_path / "absent"))
+
+
+def test_paired_confidence_interval_is_student_t():
+    """Paired differences 0.01, 0.03, 0.05 over 3 seeds: mean 0.03, std 0.02, and the 95 %
+    half-width t(0.975, 2)·0.02/√3 = 4.303·0.01155 = 0.0497."""
+    mean, half = run_results.mean_ci([0.01, 0.03, 0.05])
+    assert mean == pytest.approx(0.03)
+    assert half == pytest.approx(4.302653 * 0.02 / 3**0.5, rel=1e-5)
+    assert run_results.mean_ci([0.5])[1] != run_results.mean_ci([0.5])[1]  # NaN
+
+
+def _curve(fit, kl, gold, noisy):
+    keys = ("flipped_fit_rate", "kl", "gold_reward_mean", "noisy_heldout_accuracy")
+    rows = [
+        dict(zip(keys, values, strict=True)) for values in zip(fit, kl, gold, noisy, strict=True)
+    ]
+    for epoch, row in enumerate(rows):
+        row.update(epoch=float(epoch), step=4 * epoch, clean_fit_rate=0.9, heldout_accuracy=0.7)
+    return rows
+
+
+def test_dynamics_and_reward_kl_figures(tmp_path):
+    """Two methods × 2 seeds: the printed values are the seed means of the constructed curves
+    (DPO fits the flipped pairs and drifts; ROPO does neither), and the noisy-validation pick
+    is the epoch where noisy held-out accuracy peaks."""
+    from ropo_jax import dynamics
+
+    for seed in range(2):
+        for method, fit, kl, gold in (
+            ("dpo", (0.0, 0.6, 0.9 + 0.02 * seed), (0.0, 2.0, 8.0), (-0.8, -0.4, -0.6)),
+            ("ropo", (0.0, 0.4, 0.5), (0.0, 1.0, 3.0), (-0.8, -0.3, -0.3)),
+        ):
+            curve = _curve(fit, kl, gold, (0.5, 0.6, 0.55))
+            extra = {"dynamics": curve, "selected_by_noisy_validation": None}
+            extra["selected_by_noisy_validation"] = dynamics.select_by_noisy_validation(curve)
+            _write_run(
+                tmp_path,
+                f"{method}_noise0.4_seed{seed}",
+                method=method,
+                rate=0.4,
+                seed=seed,
+                win=0.6,
+                extra=extra,
+            )
+    out = tmp_path / "dynamics.png"
+    printed = run_script(
+        "scripts/figures/dynamics.py", f"--root={tmp_path}", "--rate=0.4", f"--out={out}"
+    ).stdout
+    assert "| dpo | 2 | 0.000 → 0.910 |" in printed and "| ropo | 2 | 0.000 → 0.500 |" in printed
+    assert out.stat().st_size > 10_000
+    out = tmp_path / "reward_kl.png"
+    printed = run_script(
+        "scripts/figures/reward_kl.py", f"--root={tmp_path}", "--rate=0.4", f"--out={out}"
+    ).stdout
+    assert "| dpo | 2 | KL 8.00, gold -0.600 | KL 2.00, gold -0.400 | -0.400 |" in printed
+    assert "| ropo | 2 | KL 3.00, gold -0.300 | KL 1.00, gold -0.300 | -0.300 |" in printed
+    assert out.stat().st_size > 10_000

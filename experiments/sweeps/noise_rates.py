@@ -6,7 +6,7 @@ SEEDS = (0, 1, 2, 3, 4, 5)
 
 
 def get_sweep(arg=None):
-    preset = arg or "quick"
+    preset = arg or "quick_v1"  # the earlier benchmark of docs/RESULTS.md
     return [
         {
             "name": f"{method}_noise{rate}_seed{seed}",

@@ -1,4 +1,5 @@
-"""The quickstart: six methods at 20 % symmetric noise on the quick synthetic benchmark."""
+"""The quickstart: six methods at 40 % symmetric noise on the quick synthetic benchmark (the
+memorisation regime)."""
 
 METHODS = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full")
 
@@ -12,7 +13,7 @@ def get_sweep(arg=None):
             "overrides": {
                 "method": method,
                 "noise.kind": "symmetric",
-                "noise.rate": 0.2,
+                "noise.rate": 0.4,
                 "seed": 0,
             },
         }
