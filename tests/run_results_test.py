@@ -189,6 +189,25 @@ def test_dynamics_and_reward_kl_figures(tmp_path):
                 win=0.6,
                 extra=extra,
             )
+    # An ablation of ropo in the same root: left out unless asked for by --variants.
+    curve = _curve((0.0, 0.1, 0.2), (0.0, 1.0, 1.0), (-0.8, -0.1, -0.1), (0.5, 0.5, 0.5))
+    _write_run(
+        tmp_path,
+        "ropo_nors_noise0.4_seed0",
+        method="ropo",
+        rate=0.4,
+        seed=0,
+        win=0.6,
+        extra={"dynamics": curve, "selected_by_noisy_validation": None},
+    )
+    only = run_script(
+        "scripts/figures/dynamics.py",
+        f"--root={tmp_path}",
+        "--rate=0.4",
+        "--variants=ropo_nors",
+        f"--out={tmp_path / 'ablation.png'}",
+    ).stdout
+    assert "| ropo_nors | 1 | 0.000 → 0.200 |" in only
     out = tmp_path / "dynamics.png"
     printed = run_script(
         "scripts/figures/dynamics.py", f"--root={tmp_path}", "--rate=0.4", f"--out={out}"

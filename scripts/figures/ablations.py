@@ -7,11 +7,11 @@ over seeds, error bars sample std, dots single seeds. Reads run directories only
 """
 
 import argparse
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 
 from ropo_jax import run_results
@@ -107,10 +107,7 @@ def main():
     axes[3].set_ylim(max(0.0, low - 0.05), None)
     axes[3].set_title("noise models (SPEC §4)", fontsize=9)
     axes[3].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":

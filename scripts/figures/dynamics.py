@@ -12,6 +12,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -36,17 +37,14 @@ def curves(runs, key):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
+    parser.add_argument(
+        "--variants", default="", help="comma-separated run variants (default: plain methods)"
+    )
     parser.add_argument("--rate", type=float, required=True, help="the noise rate to plot")
     parser.add_argument("--out", default="figures/dynamics.png")
     args = parser.parse_args()
-    runs = [
-        r
-        for r in run_results.load_runs(args.root)
-        if r["noise"]["rate"] == args.rate and r.get("dynamics")
-    ]
-    if not runs:
-        raise SystemExit(f"no run at noise rate {args.rate} with dynamics under {args.root}")
-    by_method = run_results.group_by(runs, lambda r: r["method"])
+    runs = figure_io.runs_with_dynamics(args.root, args.rate, args.variants)
+    by_method = run_results.group_by(runs, figure_io.variant)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4), dpi=150)
     for ax, (title, key) in zip(axes, PANELS, strict=True):
         for method in sorted(by_method, key=lambda m: (run_results.method_rank(m), m)):
@@ -68,10 +66,7 @@ def main():
         print(f"| {method} | {len(by_method[method])} | " + " | ".join(cells) + " |")
     name = os.path.basename(os.path.normpath(args.root))
     fig.suptitle(f"{name}: symmetric noise {args.rate:g}, mean ± std over seeds", fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 
 STYLE = {
@@ -61,10 +62,7 @@ def main():
     )
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.25)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ plotted values as a Markdown table. Reads run directories only.
 """
 
 import argparse
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 
 from ropo_jax import run_results
@@ -75,11 +75,8 @@ def main():
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"noise identification {args.metric}")
     axes[0][0].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
     print("\n".join(table))
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":

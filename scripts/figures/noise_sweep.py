@@ -12,6 +12,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 
 from ropo_jax import run_results
@@ -73,10 +74,7 @@ def main():
     seeds = {r["seed"] for r in runs}
     sweep_name = os.path.basename(os.path.normpath(args.root))
     fig.suptitle(f"{sweep_name}: mean ± std over {len(seeds)} seeds (dots: seeds)", fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":

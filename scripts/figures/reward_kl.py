@@ -14,6 +14,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -23,17 +24,14 @@ from ropo_jax import run_results
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
+    parser.add_argument(
+        "--variants", default="", help="comma-separated run variants (default: plain methods)"
+    )
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--out", default="figures/reward_kl.png")
     args = parser.parse_args()
-    runs = [
-        r
-        for r in run_results.load_runs(args.root)
-        if r["noise"]["rate"] == args.rate and r.get("dynamics")
-    ]
-    if not runs:
-        raise SystemExit(f"no run at noise rate {args.rate} with dynamics under {args.root}")
-    by_method = run_results.group_by(runs, lambda r: r["method"])
+    runs = figure_io.runs_with_dynamics(args.root, args.rate, args.variants)
+    by_method = run_results.group_by(runs, figure_io.variant)
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=150)
     print("| method | seeds | end of training | noisy-validation pick | best epoch's gold |")
     for method in sorted(by_method, key=lambda m: (run_results.method_rank(m), m)):
@@ -76,10 +74,7 @@ def main():
         f"{name}, noise {args.rate:g}: epochs (dots), end (square), noisy-val pick (star)",
         fontsize=8,
     )
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":

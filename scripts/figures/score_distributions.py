@@ -13,6 +13,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import figure_io
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -49,10 +50,7 @@ def main():
         ax.set_xlabel("margin h on the (noisy) training label")
         ax.legend(fontsize=7, frameon=False)
     axes[0][0].set_ylabel("density")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fig.savefig(args.out)
-    print(f"wrote {args.out}")
+    figure_io.save(fig, args.out)
 
 
 if __name__ == "__main__":
