@@ -110,3 +110,29 @@ def test_example_scores_use_the_noisy_labels(noisy):
     np.testing.assert_allclose(scores["margin"], np.where(data.is_flipped, -2.0, 2.0), atol=1e-4)
     flipped_loss = scores["loss"][data.is_flipped]
     assert flipped_loss.min() > scores["loss"][~data.is_flipped].max()
+
+
+def test_dynamics_fit_rates_are_in_training_orientation(noisy):
+    """A policy that prefers every gold response by 2 nats over the reference fits every clean
+    label and no flipped one; −h ranks exactly the flipped pairs first; held-out accuracy is 1
+    on the true labels and 1 − (flip rate) on the noisy ones."""
+    from ropo_jax import dynamics
+
+    data, config, params, (chosen_N, rejected_N) = noisy
+    reference = (chosen_N - 1.0, rejected_N + 1.0)
+    probe = dynamics.DynamicsProbe(
+        model_config=config,
+        ref_params=params,
+        train_data=data,
+        reference=reference,
+        heldout=(data, reference),
+        gold=None,
+        batch_size=8,
+        heldout_flips=data.is_flipped,
+    )
+    record = probe(params)
+    assert record["flipped_fit_rate"] == 0.0 and record["clean_fit_rate"] == 1.0
+    assert record["noise_auroc"] == 1.0
+    assert record["heldout_accuracy"] == 1.0
+    assert record["noisy_heldout_accuracy"] == pytest.approx(1.0 - data.is_flipped.mean())
+    assert record["gold_reward_mean"] is None and record["kl"] is None

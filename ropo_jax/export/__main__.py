@@ -5,10 +5,8 @@ model directory (see the package docstring)."""
 from __future__ import annotations
 
 import os
-import sys
 
-import jax
-
+from ropo_jax import processes
 from ropo_jax.errors import UserError
 from ropo_jax.export.checkpoints import (
     read_model_config,
@@ -26,6 +24,7 @@ from ropo_jax.export.model_dir import (
     export_model,
     is_exported,
 )
+from ropo_jax.flag_errors import TRACEBACK_ENV, exit_with
 
 
 def stage_from_flags(round_: int | None, stage: str | None) -> str | None:
@@ -131,11 +130,10 @@ def cli() -> None:
                 max_shard_bytes=int(max_shard_gb.value * 1024**3),
             )
         except UserError as error:
-            if os.environ.get("ROPO_JAX_TRACEBACK"):
+            if os.environ.get(TRACEBACK_ENV):
                 raise
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
-        if jax.process_index() == 0:
+            exit_with(str(error))
+        if processes.is_writer():
             print(summary)
 
     app.run(main)

@@ -7,8 +7,7 @@ import json
 import os
 import re
 
-import jax
-
+from ropo_jax import processes
 from ropo_jax.errors import UserError
 
 EXPORT_RECORD = "export.json"
@@ -37,7 +36,7 @@ def write_export_info(
 ) -> None:
     """Records the run's tokenizer directory and chat template file (absolute paths) in
     ``WORKDIR/export_info.json`` for a later export. Only process 0 writes."""
-    if jax.process_index() != 0:
+    if not processes.is_writer():
         return
     info = {
         "tokenizer": os.path.abspath(tokenizer_dir) if tokenizer_dir else None,

@@ -9,9 +9,9 @@ import os
 import shutil
 from typing import Any
 
-import jax
 from absl import logging
 
+from ropo_jax import processes
 from ropo_jax.export.info import (
     EXPORT_RECORD,
     ExportError,
@@ -147,7 +147,7 @@ def export_model(
     output_dir = os.path.abspath(output_dir)
     parent, name = os.path.split(output_dir)
     tmp = os.path.join(parent, f".{name}.export-tmp")
-    writer = jax.process_index() == 0
+    writer = processes.is_writer()
     # Every process reads the tokenizer: a bad one fails everywhere, not only where it writes.
     tokenizer = None
     if tokenizer_dir:
@@ -166,8 +166,5 @@ def export_model(
             tokenizer.save_pretrained(tmp)
         _write_json_atomic(os.path.join(tmp, EXPORT_RECORD), _json_value(provenance or {}))
         _move_into_place(tmp, output_dir)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("ropo_jax.export.export_model")
+    processes.barrier("ropo_jax.export.export_model")
     return output_dir

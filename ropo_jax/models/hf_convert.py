@@ -23,10 +23,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ropo_jax import processes
 from ropo_jax import sharding as sharding_lib
 from ropo_jax.errors import UserError
 from ropo_jax.models.config import ConfigError, ModelConfig, from_hf_config, to_hf_config
@@ -302,13 +302,6 @@ def _cast(x, dtype):
     return x.astype(dtype)
 
 
-def _to_host(x) -> np.ndarray:
-    """A (possibly multi-host sharded) array as one host numpy array, on every process."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
 def _fetch(params: dict, entry: _Entry, config: ModelConfig) -> np.ndarray:
     """One HF tensor: the layer's slice (and the cast) happens on device, so only this tensor
     ever reaches the host."""
@@ -318,7 +311,7 @@ def _fetch(params: dict, entry: _Entry, config: ModelConfig) -> np.ndarray:
             value = _layer_slice(value, entry.layer, entry.dtype)
         elif value.dtype != entry.dtype:
             value = _cast(value, entry.dtype)
-        host = _to_host(value)
+        host = np.asarray(processes.fetch(value))  # gathered across hosts if sharded there
     else:  # numpy parameters
         host = np.asarray(value if entry.layer is None else value[entry.layer])
         host = host.astype(entry.dtype, copy=False)
@@ -356,7 +349,7 @@ def save_hf(
     and only process 0 writes files.
     """
     shards = _save_plan(config, params, dtype, max_shard_bytes)
-    writer = jax.process_index() == 0
+    writer = processes.is_writer()
     if writer:
         os.makedirs(path, exist_ok=True)
         _remove_stale(path)
