@@ -175,3 +175,31 @@ def test_noise_the_data_cannot_support_is_one_clear_error(tmp_path):
     assert out.returncode == 2
     assert "source_biased noise: no strength for source(s)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_export_eval_and_round_keys_through_the_command_line(tmp_path):
+    """The config keys of the export and the evaluation, through python -m ropo_jax.main: a
+    bf16 export sharded with an index, two samples per evaluation prompt, dynamics off, a fresh
+    optimizer per round."""
+    workdir = str(tmp_path / "keys")
+    _run(
+        workdir,
+        "--config.method=ropo",
+        "--config.export.dtype=bfloat16",
+        "--config.export.max_shard_gb=0.00005",  # ~54 kB: several shards for the tiny model
+        "--config.eval.samples_per_prompt=2",
+        "--config.eval.dynamics=False",
+        "--config.ropo.restart_optimizer=True",
+    )
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    assert results["dynamics"] == [] and results["selected_by_noisy_validation"] is None
+    assert results["eval"]["gold_reward_stderr"] > 0
+    model = os.path.join(workdir, "model")
+    with open(os.path.join(model, "model.safetensors.index.json")) as f:
+        shards = set(json.load(f)["weight_map"].values())
+    assert len(shards) > 1
+    with open(os.path.join(model, "config.json")) as f:
+        assert json.load(f)["torch_dtype"] == "bfloat16"
+    with open(os.path.join(model, "export.json")) as f:
+        assert json.load(f)["dtype"] == "bfloat16"
