@@ -4,7 +4,9 @@ sweep's DPO runs in the same run root):
 
 - ``ropo_full_norsN``: the ROPO loss + filtering, no rejection sampling (``ropo`` in the regime
   sweep is the loss alone, ``ropo_full`` everything);
-- ``ropo_full_rho0.4`` / ``ropo_full_rho0.4_nors``: ρ equal to the true noise rate.
+- ``ropo_full_rho0.4`` / ``ropo_full_rho0.4_nors``: ρ equal to the true noise rate;
+- ``ropo_alphaA`` / ``ropo_full_alphaA``: α = 2, 6, 30 for the loss alone and the full framework
+  (α = 14, the default, is the regime sweep's ``ropo`` and ``ropo_full``).
 
 ARG: the experiments/synthetic.py preset (default ``regime``).
 
@@ -12,10 +14,16 @@ ARG: the experiments/synthetic.py preset (default ``regime``).
 """
 
 SEEDS = (100, 101, 102, 103, 104, 105)
+ALPHAS = (2.0, 6.0, 30.0)
 VARIANTS = {
     "ropo_full_nors": {"ropo.rs.enabled": False},
     "ropo_full_rho0.4": {"ropo.filter_ratio": 0.4},
     "ropo_full_rho0.4_nors": {"ropo.filter_ratio": 0.4, "ropo.rs.enabled": False},
+    **{
+        f"{method}_alpha{alpha:g}": {"method": method, "loss.alpha": alpha}
+        for method in ("ropo", "ropo_full")
+        for alpha in ALPHAS
+    },
 }
 
 
