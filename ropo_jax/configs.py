@@ -8,6 +8,7 @@ only place that reads the ConfigDict.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def stage_defaults(**overrides) -> ml_collections.ConfigDict:
@@ -94,7 +95,8 @@ def base_config() -> ml_collections.ConfigDict:
         dict(
             num_rounds=1,
             epochs_per_round=1.0,
-            filter_ratio=0.2,
+            # ρ, or "auto": estimated from the margins early in round 1 (ropo_jax/noise_rate.py).
+            filter_ratio=config_dict.FieldReference(0.2, field_type=object),
             filter_start_round=2,
             filter_mode="recompute",
             filter_granularity="dataset",
@@ -110,6 +112,8 @@ def base_config() -> ml_collections.ConfigDict:
                     max_new_tokens=64,
                     include_original=False,
                     selection="max_margin",
+                    ranking="sum",  # "sum": r̂; "mean": r̂ per response token
+                    min_margin=0.0,  # a new pair needs a ranking-score margin above this
                 )
             ),
         )

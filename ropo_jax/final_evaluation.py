@@ -9,9 +9,18 @@ from typing import Any
 from absl import logging
 
 from ropo_jax import eval as eval_lib
-from ropo_jax import eval_generations, processes, sampling, scoring
+from ropo_jax import eval_generations, processes, rounds, sampling, scoring
 from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
+
+
+def filter_ratio(config, workdir: str) -> float:
+    """ρ of the run: the configured one, or with "auto" the run's estimate (the ROPO default
+    0.2 for a run that made none, e.g. SFT only)."""
+    if config.ropo.filter_ratio != "auto":
+        return float(config.ropo.filter_ratio)
+    estimate = rounds.read_estimate(workdir)
+    return 0.2 if estimate is None else float(estimate["rate"])
 
 
 def evaluate(
@@ -71,7 +80,7 @@ def evaluate(
     )
     if train_data.is_flipped.any():
         results["noise_identification"] = eval_lib.noise_identification(
-            scores["margin"], train_data.is_flipped, filter_ratio=float(config.ropo.filter_ratio)
+            scores["margin"], train_data.is_flipped, filter_ratio=filter_ratio(config, workdir)
         )
     processes.write_npz(
         os.path.join(workdir, "final_scores.npz"), **scores, is_flipped=train_data.is_flipped

@@ -20,6 +20,7 @@ from ropo_jax import (
     final_evaluation,
     losses,
     models,
+    pair_text,
     processes,
     sampling,
     scoring,
@@ -30,6 +31,7 @@ from ropo_jax import (
 from ropo_jax import eval as eval_lib
 from ropo_jax import export as export_lib
 from ropo_jax import ropo as ropo_lib
+from ropo_jax import rounds as rounds_lib
 from ropo_jax.data.encode import Encoder, Limits
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import load_preference_data
@@ -302,6 +304,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer=writer,
             mesh=mesh,
             reference_key=reference_key,
+            paths=paths,
             probe=probe,
         )
         extra["dynamics"] = dynamics.collect(
@@ -343,7 +346,7 @@ def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
     r, full = config.ropo, config.method == "ropo_full"
     return ropo_lib.RopoConfig(
         num_rounds=int(r.num_rounds),
-        filter_ratio=float(r.filter_ratio),
+        filter_ratio="auto" if r.filter_ratio == "auto" else float(r.filter_ratio),
         filter_start_round=int(r.filter_start_round),
         filter_mode=r.filter_mode,
         filter_granularity=r.filter_granularity,
@@ -355,6 +358,8 @@ def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
         rs_max_new_tokens=int(r.rs.max_new_tokens),
         rs_include_original=bool(r.rs.include_original),
         rs_selection=r.rs.selection,
+        rs_ranking=r.rs.ranking,
+        rs_min_margin=float(r.rs.min_margin),
         restart_optimizer=bool(r.restart_optimizer),
     )
 
@@ -371,6 +376,7 @@ def _preference_rounds(
     writer,
     mesh,
     reference_key,
+    paths,
     probe=None,
 ):
     """Every method through the same loop (SPEC §3): ROPO's rounds filter and rejection-sample;
@@ -393,13 +399,11 @@ def _preference_rounds(
                 model_config, params, *heldout, batch_size=batch_size, mesh=mesh
             )
 
-    params, rounds = ropo_lib.run_rounds(
+    run = rounds_lib.RoundsRun(
         workdir=workdir,
         ropo=ropo_config(config),
         loss=loss,
         hyperparams=hparams,
-        stage_template=stage,
-        step_template=step,
         model_config=model_config,
         sft_params=sft_params,
         train_data=train_data,
@@ -408,11 +412,38 @@ def _preference_rounds(
         mesh=mesh,
         batch_size=batch_size,
         seed=int(config.seed),
-        evaluate_round=evaluate_round,
         reference_key=reference_key,
+        texts=pair_texts(config, paths, train_data),
+        noise_applied=config.noise.kind != "none",
+    )
+    params, rounds = rounds_lib.run_rounds(
+        run,
+        stage_template=stage,
+        step_template=step,
+        evaluate_round=evaluate_round,
         probe=probe,
     )
-    return params, loss, {"rounds": rounds}
+    extra = {"rounds": rounds}
+    estimate = rounds_lib.read_estimate(workdir)
+    if estimate is not None:
+        extra["filter_ratio_estimate"] = estimate
+    return params, loss, extra
+
+
+def pair_texts(config, paths, train_data) -> pair_text.PairText | None:
+    """Decoding (and on the synthetic task the gold reward) for the files people read: each
+    round's suspects and rejection-sampling records."""
+    tokenizer_dir = paths.get("tokenizer") or train_data.manifest.get("tokenizer")
+    if not tokenizer_dir:
+        return None
+    gold = None
+    if config.task == "synthetic":
+        task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
+
+        def gold(prompt, response):
+            return synthetic_task.gold_reward(task_config, prompt, response)
+
+    return pair_text.PairText.from_tokenizer(load_tokenizer(tokenizer_dir), gold_reward=gold)
 
 
 def dynamics_probe(config, paths, model_config, sft_params, train_data, reference, heldout, mesh):

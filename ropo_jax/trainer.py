@@ -86,9 +86,10 @@ def run_stage(
     ``ref_params`` for the online mode; ``example_weights`` [N] multiply the batch weights (the
     ROPO w-step); ``indices`` restrict the stage to those examples. ``on_epoch(params)`` is
     called at every epoch boundary (and the last step) and returns a record written to the
-    metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``). ``init_opt_state``: start from this
-    optimizer state (moments and schedule position, e.g. the previous ROPO round's) instead of
-    a fresh one. Returns the final parameters, or the final TrainState with ``return_state``.
+    metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``; an empty record is not written).
+    ``init_opt_state``: start from this optimizer state (moments and schedule position, e.g.
+    the previous ROPO round's) instead of a fresh one. Returns the final parameters, or the
+    final TrainState with ``return_state``.
     """
     micro_size = stage.batch_size // stage.micro_batches
     if micro_size * stage.micro_batches != stage.batch_size:
@@ -225,15 +226,17 @@ def run_stage(
                 f"checkpoint is in {checkpointer.directory} (nan_policy='stop')"
             )
         if on_epoch is not None and (done in epoch_ends or done == total_steps):
-            writer.write(
-                {
-                    "stage": stage.name,
-                    "kind": "dynamics",
-                    "step": done,
-                    "round_epoch": done / steps_per_epoch,
-                    **on_epoch(state.params),
-                }
-            )
+            record = on_epoch(state.params)
+            if record:  # an empty record: the hook measured nothing to log
+                writer.write(
+                    {
+                        "stage": stage.name,
+                        "kind": "dynamics",
+                        "step": done,
+                        "round_epoch": done / steps_per_epoch,
+                        **record,
+                    }
+                )
         progress.update(1)
         if saving:
             checkpointer.save(

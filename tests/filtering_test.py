@@ -119,6 +119,52 @@ def test_rejection_sampling_best_vs_worst_original():
         )
 
 
+def test_rejection_sampling_per_token_ranking_undoes_the_length_advantage():
+    # r̂/β = [6, 4, -1] over lengths [12, 2, 1]: the sum prefers the long candidate 0, the
+    # per-token mean (0.5, 2, -1) the short candidate 1.
+    policy = jnp.asarray([[6.0, 4.0, -1.0]])
+    ref = jnp.zeros((1, 3))
+    lengths = jnp.asarray([[12, 2, 1]])
+    valid = jnp.ones((1, 3), bool)
+    by_sum = rejection_sampling.select_pairs(policy, ref, valid, beta=1.0, lengths_PK=lengths)
+    by_mean = rejection_sampling.select_pairs(
+        policy, ref, valid, beta=1.0, lengths_PK=lengths, ranking="mean"
+    )
+    assert int(by_sum["chosen_index"][0]) == 0 and int(by_mean["chosen_index"][0]) == 1
+    assert int(by_mean["rejected_index"][0]) == 2
+    np.testing.assert_allclose(by_mean["margin"][0], 5.0)  # h stays the summed margin
+    np.testing.assert_allclose(by_mean["score_margin"][0], 3.0)
+    with pytest.raises(ValueError, match="needs the candidates' lengths"):
+        rejection_sampling.select_pairs(policy, ref, valid, beta=1.0, ranking="mean")
+
+
+def test_rejection_sampling_reorients_the_original_pair():
+    # Samples 0-1 score highest, but only the originals (2, 3) may form the pair, ordered by
+    # the model: original 3 (r̂ = -1) above original 2 (r̂ = -4), the label corrected.
+    policy = jnp.asarray([[5.0, 7.0, -4.0, -1.0]])
+    out = rejection_sampling.select_pairs(
+        policy,
+        jnp.zeros((1, 4)),
+        jnp.ones((1, 4), bool),
+        beta=1.0,
+        selection="reorient_original",
+        is_original_PK=jnp.asarray([[False, False, True, True]]),
+    )
+    assert (int(out["chosen_index"][0]), int(out["rejected_index"][0])) == (3, 2)
+    np.testing.assert_allclose(out["margin"][0], 3.0)
+
+
+def test_rejection_sampling_drops_pairs_below_the_margin_threshold():
+    policy = jnp.asarray([[1.0, 0.0], [5.0, 0.0]])
+    kwargs = dict(beta=0.5, min_margin=1.0)
+    out = rejection_sampling.select_pairs(
+        policy, jnp.zeros((2, 2)), jnp.ones((2, 2), bool), **kwargs
+    )
+    # β·h = 0.5 and 2.5: only the second clears the threshold; the first adds no pair.
+    assert out["pair_valid"].tolist() == [False, True]
+    assert float(out["margin"][0]) == 0.0 and float(out["margin"][1]) == 5.0
+
+
 def test_auroc_against_pairwise_definition():
     rng = np.random.default_rng(2)
     scores = rng.integers(0, 5, size=60).astype(float)  # ties

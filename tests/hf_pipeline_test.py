@@ -139,6 +139,18 @@ def test_llama_with_sft_and_ropo_full_comes_out_as_a_hf_model(checkpoints, tmp_p
     results = _results(workdir)
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     assert results["rounds"][0]["num_rs_pairs"] > 0  # rejection sampling added pairs
+    quality = results["rounds"][0]["rejection_sampling"]  # real data: no gold reward
+    assert quality["pairs"] == results["rounds"][0]["num_rs_pairs"]
+    assert quality["gold_agreement"] is None and np.isfinite(quality["mean_length_gap"])
+    # The suspects of round 1, printed as text by the command and matching the discarded set.
+    with open(os.path.join(workdir, "round_1", "kept_ids.json")) as f:
+        discarded = json.load(f)["discarded"]
+    with open(os.path.join(workdir, "round_1", "suspects.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert sorted(r["id"] for r in rows) == sorted(discarded) and discarded
+    assert [r["margin"] for r in rows] == sorted(r["margin"] for r in rows)
+    assert f"{len(rows)} discarded pairs" in printed
+    assert f"| 1 | {rows[0]['id']} |" in printed and isinstance(rows[0]["chosen"], str)
     assert results["rounds"][1]["trained_on"] > results["rounds"][0]["trained_on"]
     for name in ("policy", "sft"):
         with open(os.path.join(workdir, "eval", f"{name}.json")) as f:

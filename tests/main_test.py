@@ -203,3 +203,62 @@ def test_export_eval_and_round_keys_through_the_command_line(tmp_path):
         assert json.load(f)["torch_dtype"] == "bfloat16"
     with open(os.path.join(model, "export.json")) as f:
         assert json.load(f)["dtype"] == "bfloat16"
+
+
+def test_auto_rho_is_estimated_recorded_and_used(tmp_path):
+    """ropo.filter_ratio=auto through the command line: the estimate is made at round 1's first
+    epoch boundary, logged, written to results.json with the realised rate, and every round's
+    w-step and the final noise identification use it."""
+    workdir = str(tmp_path / "auto")
+    _run(workdir, "--config.method=ropo_full", "--config.ropo.filter_ratio=auto")
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    estimate = results["filter_ratio_estimate"]
+    assert 0.0 <= estimate["rate"] <= 0.49 and (estimate["round"], estimate["at"]) == (1, "epoch")
+    assert estimate["realised_rate"] == results["noise"]["realised_rate"]
+    assert [r["filter_ratio"] for r in results["rounds"]] == [estimate["rate"]] * 2
+    n = results["rounds"][0]["trained_on"]
+    assert results["rounds"][0]["num_discarded"] == int(np.floor(estimate["rate"] * n + 1e-6))
+    logged = [r for r in _metrics(workdir) if "filter_ratio_estimate" in r]
+    assert len(logged) == 1 and logged[0]["filter_ratio_estimate"] == estimate["rate"]
+
+
+def test_rejection_sampling_variant_records_pair_quality_and_suspects(tmp_path):
+    """A rejection-sampling variant through the command line (per-token ranking, originals among
+    the candidates, samples as long as the data's longest response): round 1 reports the RS
+    pairs' gold agreement and length gap, and its suspects list is the discarded set, as text
+    with gold labels, printed by python -m ropo_jax.suspects."""
+    workdir = str(tmp_path / "rs")
+    _run(
+        workdir,
+        "--config.method=ropo_full",
+        "--config.ropo.filter_ratio=0.3",
+        "--config.ropo.rs.ranking=mean",
+        "--config.ropo.rs.include_original=True",
+        "--config.ropo.rs.max_new_tokens=0",
+        "--config.eval.dynamics=False",
+    )
+    with open(os.path.join(workdir, "results.json")) as f:
+        first = json.load(f)["rounds"][0]
+    quality = first["rejection_sampling"]
+    assert quality["pairs"] == first["num_rs_pairs"] > 0
+    assert 0.0 <= quality["gold_agreement"] <= 1.0 and np.isfinite(quality["mean_length_gap"])
+    with open(os.path.join(workdir, "round_1", "samples.jsonl")) as f:
+        samples = [json.loads(line) for line in f]
+    assert any(s["chosen_original"] or s["rejected_original"] for s in samples)
+    with open(os.path.join(workdir, "round_1", "suspects.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == first["num_discarded"] == int(0.3 * 256)
+    assert [r["margin"] for r in rows] == sorted(r["margin"] for r in rows)
+    assert {"label_flipped_by_noise", "gold_chosen", "gold_rejected"} <= set(rows[0])
+    assert rows[0]["prompt"].startswith("topic T")
+    out = subprocess.run(
+        [sys.executable, "-m", "ropo_jax.suspects", f"--workdir={workdir}", "--round=1", "--top=3"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert f"{len(rows)} discarded pairs" in out.stdout and f"| 1 | {rows[0]['id']} |" in out.stdout

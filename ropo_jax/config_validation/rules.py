@@ -25,7 +25,7 @@ from ropo_jax.eval_generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
 from ropo_jax.models.config import REMAT_POLICIES
 from ropo_jax.optim import SCHEDULES
-from ropo_jax.rejection_sampling import SELECTIONS
+from ropo_jax.rejection_sampling import RANKINGS, SELECTIONS
 from ropo_jax.ropo import FILTER_MODES, GRANULARITIES
 from ropo_jax.train import NAN_POLICIES
 
@@ -156,7 +156,9 @@ MODEL_RULES = {
 ROPO_RULES = {
     "num_rounds": POSITIVE,
     "epochs_per_round": real(0, open_low=True),
-    "filter_ratio": real(0, 1, open_high=True),
+    "filter_ratio": Rule(
+        lambda v: v == "auto" or real(0, 1, open_high=True).ok(v), "a number in [0, 1) or 'auto'"
+    ),
     "filter_start_round": POSITIVE,
     "filter_mode": one_of(FILTER_MODES),
     "filter_granularity": one_of(GRANULARITIES),
@@ -167,9 +169,11 @@ RS_RULES = {
     "num_candidates": integer(2),
     "temperature": real(0),  # 0: greedy
     "top_p": TOP_P,
-    "max_new_tokens": POSITIVE,
+    "max_new_tokens": integer(0),  # 0: the longest response of the training data
     "include_original": BOOL,
     "selection": one_of(SELECTIONS),
+    "ranking": one_of(RANKINGS),
+    "min_margin": real(0),
 }
 EVAL_RULES = {
     "batch_size": POSITIVE,

@@ -1,0 +1,62 @@
+"""Rejection-sampling variants and ρ = "auto" in the memorisation regime, seeds 100–105 (not
+used to design anything): at 30 % symmetric noise, ROPO-full with each RS variant, without RS,
+with ρ estimated, and DPO; and ρ = "auto" under the structured noise models (pairs with the
+runs of experiments/sweeps/regime_noise_models.py in the same root).
+
+Variants (docs/ropo.md "Rejection sampling"): ``rs_sum`` ranks candidates by the summed
+implicit reward (the earlier default), ``rs_mean`` by the per-token one, ``rs_mean_orig`` adds
+the two original responses to the candidates, ``rs_best_vs_orig`` pairs the best sample with the
+worse original, ``rs_reorient`` re-orients the original pair by the model (no sampling);
+``rs_off`` is loss + filtering.
+
+ARG: the experiments/synthetic.py preset (default ``regime``).
+
+    python scripts/run_sweep.py --sweep=experiments/sweeps/regime_rs.py --root=runs/regime
+"""
+
+SEEDS = (100, 101, 102, 103, 104, 105)
+RS_VARIANTS = {
+    "rs_sum": {"ropo.rs.ranking": "sum"},
+    "rs_mean": {"ropo.rs.ranking": "mean"},
+    "rs_mean_orig": {"ropo.rs.ranking": "mean", "ropo.rs.include_original": True},
+    "rs_best_vs_orig": {
+        "ropo.rs.ranking": "mean",
+        "ropo.rs.include_original": True,
+        "ropo.rs.selection": "best_vs_worst_original",
+    },
+    "rs_reorient": {"ropo.rs.include_original": True, "ropo.rs.selection": "reorient_original"},
+    "rs_off": {"ropo.rs.enabled": False},
+    "auto": {"ropo.filter_ratio": "auto"},
+}
+STRUCTURED = (("bradley_terry", 1.0), ("length_biased", 0.4), ("source_biased", 1.0))
+
+
+def _run(name, preset, seed, kind, rate, **overrides):
+    return {
+        "name": f"{name}_seed{seed}",
+        "config": f"experiments/synthetic.py:{preset}",
+        "overrides": {
+            "noise.kind": kind,
+            "noise.rate": rate,
+            "noise.seed": seed,
+            "seed": seed,
+            **overrides,
+        },
+    }
+
+
+def get_sweep(arg=None):
+    preset = arg or "regime"
+    runs = []
+    for seed in SEEDS:
+        runs.append(_run("dpo_noise0.3", preset, seed, "symmetric", 0.3, method="dpo"))
+        for variant, overrides in RS_VARIANTS.items():
+            name = f"ropo_full_{variant}_noise0.3"
+            runs.append(_run(name, preset, seed, "symmetric", 0.3, method="ropo_full", **overrides))
+    for kind, rate in STRUCTURED:
+        for seed in SEEDS:
+            name = f"ropo_full_auto_{kind}{rate:g}"
+            runs.append(
+                _run(name, preset, seed, kind, rate, method="ropo_full", **RS_VARIANTS["auto"])
+            )
+    return runs

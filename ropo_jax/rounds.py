@@ -1,0 +1,363 @@
+"""The rounds of the iterative ROPO framework (docs/ropo.md "The loop"), with every round's
+artefacts on disk.
+
+    π_θ ← π_ref (SFT); w ← 1
+    for round t = 1..T:
+        θ-step: train E epochs on (original pairs weighted by w) + (last round's RS pairs)
+        score every original pair with π_θ (margin and loss, training orientation)
+        w-step: keep the (1−ρ)N lowest-loss pairs (from round filter_start_round − 1 on)
+        RS: for the discarded prompts, a new pair ranked by the implicit reward
+
+Baselines run through the same loop with filtering and RS off (their loss instead of ROPO's),
+so every method is trained by the same code for the same number of epochs. A round's directory
+``round_t/`` holds ``scores.npz`` (ids, margin, loss, flip mask, kept), ``kept_ids.json``,
+``suspects.jsonl`` (the discarded pairs as text, ``ropo_jax.suspects``), ``samples.jsonl`` (RS
+pairs with provenance and scores), ``rs_pairs/``, ``weights_next.npy``, ``eval.json``; its
+``done.json`` is written last, so a killed run redoes at most the unfinished round (whose
+training resumes from its checkpoint). With ``ropo.filter_ratio="auto"`` the run's estimate of
+ρ is ``filter_ratio_estimate.json``.
+
+Shape key: N original examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from ropo_jax import eval as eval_lib
+from ropo_jax import noise_rate, pair_text, processes, scoring, suspects, train, trainer
+from ropo_jax.data.prepared import PreferenceData, load_prepared
+from ropo_jax.metrics import flatten
+from ropo_jax.models import ModelConfig
+from ropo_jax.ropo import (
+    RopoConfig,
+    concat,
+    rejection_sample,
+    schedule_steps,
+    step_config_for,
+    w_step,
+)
+
+ESTIMATE_FILE = "filter_ratio_estimate.json"
+
+
+@dataclasses.dataclass
+class RoundsRun:
+    """What every round of one run shares (the arguments of ``run_rounds``)."""
+
+    workdir: str
+    ropo: RopoConfig
+    loss: str
+    hyperparams: dict[str, Any]
+    model_config: ModelConfig
+    sft_params: Any
+    train_data: PreferenceData
+    reference: tuple[np.ndarray, np.ndarray]
+    writer: Any
+    mesh: Any = None
+    batch_size: int = 64
+    seed: int = 0
+    reference_key: str | None = None
+    texts: pair_text.PairText | None = None
+    noise_applied: bool = False
+
+    def round_dir(self, t: int) -> str:
+        path = os.path.join(self.workdir, f"round_{t}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def scores(self, params, desc: str) -> dict[str, np.ndarray]:
+        """Margin and loss of every original pair under ``params``, training orientation."""
+        chosen_N, rejected_N = scoring.sequence_logps_over(
+            self.model_config,
+            params,
+            self.train_data,
+            batch_size=self.batch_size,
+            mesh=self.mesh,
+            desc=desc,
+        )
+        return scoring.example_scores(
+            chosen_N,
+            rejected_N,
+            *self.reference,
+            self.train_data.is_flipped,
+            loss=self.loss,
+            hyperparams=self.hyperparams,
+        )
+
+
+def _write_json(path, value):
+    if not processes.is_writer():
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+
+
+# --- ρ = "auto" ---------------------------------------------------------------------------------
+
+
+def read_estimate(workdir: str) -> dict | None:
+    """The run's estimate of ρ (``filter_ratio="auto"``), or None before it is made."""
+    path = os.path.join(workdir, ESTIMATE_FILE)
+    if not processes.agree(os.path.exists(path)):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def estimate_filter_ratio(run: RoundsRun, params, *, where: dict) -> dict:
+    """Fits the flip rate to the margins under ``params`` (``noise_rate``) and records it, with
+    where in training it was made and, under controlled noise, the realised flip rate."""
+    margin_N = run.scores(params, desc="estimate ρ")["margin"]
+    estimate = {**noise_rate.estimate_flip_rate(margin_N), **where}
+    if run.noise_applied:
+        estimate["realised_rate"] = float(np.mean(run.train_data.is_flipped))
+    _write_json(os.path.join(run.workdir, ESTIMATE_FILE), estimate)
+    logging.info("filter_ratio=auto: estimated ρ = %.4f (%s)", estimate["rate"], where)
+    return estimate
+
+
+def _epoch_hook(run: RoundsRun, t: int, probe, needs_estimate: bool):
+    """``on_epoch`` of round t: the dynamics probe's record and, at the first epoch boundary
+    of round 1 under ``filter_ratio="auto"``, the estimate of ρ (early in training, before the
+    policy memorises flipped labels; docs/ropo.md "Estimating ρ")."""
+    if probe is None and not needs_estimate:
+        return None
+    state = {"pending": needs_estimate}
+
+    def on_epoch(params):
+        record = {"round": t, **probe(params)} if probe is not None else {}
+        if state["pending"]:
+            state["pending"] = False
+            estimate = read_estimate(run.workdir)
+            if estimate is None:
+                estimate = estimate_filter_ratio(run, params, where={"round": t, "at": "epoch"})
+            record["filter_ratio_estimate"] = estimate["rate"]
+        return record
+
+    return on_epoch
+
+
+# --- one round ----------------------------------------------------------------------------------
+
+
+def _round_data(run: RoundsRun, weights_N, rs_data):
+    """Round t's training set (original pairs + last round's RS pairs), weights and reference
+    log-probs (the RS pairs' from the reference cache)."""
+    data_t = concat(run.train_data, rs_data)
+    weights_t = np.concatenate([weights_N, np.ones(len(data_t) - len(weights_N), np.float32)])
+    if rs_data is None or not len(rs_data):
+        return data_t, weights_t, run.reference
+    rs_ref = scoring.reference_logps(
+        run.model_config,
+        run.sft_params,
+        rs_data,
+        cache_dir=os.path.join(run.workdir, "cache"),
+        batch_size=run.batch_size,
+        mesh=run.mesh,
+        params_key=run.reference_key,
+    )
+    reference_t = tuple(np.concatenate([a, b]) for a, b in zip(run.reference, rs_ref, strict=True))
+    return data_t, weights_t, reference_t
+
+
+def _write_scores(run: RoundsRun, round_dir, scores, keep_N, weights_N, filter_next):
+    data = run.train_data
+    processes.write_npz(
+        os.path.join(round_dir, "scores.npz"),
+        ids=np.array(data.ids),
+        margin=scores["margin"],
+        loss=scores["loss"],
+        is_flipped=data.is_flipped,
+        kept=keep_N,
+        weights_trained=weights_N,
+    )
+    _write_json(
+        os.path.join(round_dir, "kept_ids.json"),
+        {
+            "kept": [data.ids[i] for i in np.flatnonzero(keep_N)],
+            "discarded": [data.ids[i] for i in np.flatnonzero(~keep_N)],
+            "applied_next_round": bool(filter_next),
+        },
+    )
+    if processes.is_writer():
+        rows = suspects.records(
+            data,
+            scores["margin"],
+            scores["loss"],
+            keep_N,
+            run.texts,
+            noise_applied=run.noise_applied,
+        )
+        suspects.write(os.path.join(round_dir, suspects.FILE), rows)
+
+
+def _rejection_sample_round(run: RoundsRun, t, round_dir, params, keep_N):
+    """Round t's RS pairs for the discarded prompts, saved with their records and the pairs'
+    quality (count, gold agreement on the synthetic task, length gap)."""
+    new_rs, records = rejection_sample(
+        run.model_config,
+        params,
+        run.sft_params,
+        run.train_data,
+        np.flatnonzero(~keep_N),
+        ropo=run.ropo,
+        beta=float(run.hyperparams["beta"]),
+        round_index=t,
+        seed=run.seed,
+        batch_size=run.batch_size,
+        mesh=run.mesh,
+    )
+    prompts = {r["id"]: new_rs.pair(k)[0] for k, r in enumerate(records)}
+    quality = pair_text.pair_quality(
+        run.texts,
+        [(prompts[r["id"]], r["chosen_tokens"], r["rejected_tokens"]) for r in records],
+    )
+    if processes.is_writer():
+        new_rs.save(os.path.join(round_dir, "rs_pairs"))
+    return new_rs, records, quality
+
+
+def _finish_round(run: RoundsRun, t, params, weights_N, data_t, weights_t, rate, evaluate_round):
+    """Scores, w-step, suspects, RS and evaluation at the end of round t; returns (summary,
+    next round's weights, next round's RS pairs)."""
+    ropo, round_dir = dataclasses.replace(run.ropo, filter_ratio=rate), run.round_dir(t)
+    scores = run.scores(params, desc=f"round {t} scores")
+    filter_next = (
+        ropo.filtering and ropo.filter_granularity == "dataset" and t + 1 >= ropo.filter_start_round
+    )
+    # The baselines never apply it; their "discarded" set (suspects, identification) is the
+    # ⌊ρN⌋ pairs the policy contradicts most (lowest h), the same ranking for every loss.
+    ranking_N = scores["loss"] if ropo.filtering else -scores["margin"]
+    keep_N = w_step(ranking_N, ropo=ropo, previous_keep_N=weights_N > 0) > 0
+    n = len(run.train_data)
+    next_weights_N = keep_N.astype(np.float32) if filter_next else np.ones(n, np.float32)
+    _write_scores(run, round_dir, scores, keep_N, weights_N, filter_next)
+    new_rs, records, quality = None, [], None
+    if ropo.rs_enabled and filter_next and (~keep_N).any() and t < ropo.num_rounds:
+        new_rs, records, quality = _rejection_sample_round(run, t, round_dir, params, keep_N)
+    if processes.is_writer():
+        with open(os.path.join(round_dir, "samples.jsonl"), "w") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+    summary = {
+        "round": t,
+        "filter_ratio": rate,
+        "noise_identification": eval_lib.noise_identification(
+            scores["margin"], run.train_data.is_flipped, filter_ratio=rate
+        ),
+        "num_discarded": int((~keep_N).sum()),
+        "num_rs_pairs": len(records),
+        **({"rejection_sampling": quality} if quality is not None else {}),
+        "trained_on": len(data_t),
+        "trained_weight_sum": float(weights_t.sum()),
+        **(evaluate_round(params) if evaluate_round is not None else {}),
+    }
+    _write_json(os.path.join(round_dir, "eval.json"), summary)
+    run.writer.write({"stage": f"round_{t}", "round": t, **flatten(summary)})
+    if processes.is_writer():
+        np.save(os.path.join(round_dir, "weights_next.npy"), next_weights_N)
+    _write_json(os.path.join(round_dir, "done.json"), summary)  # last: the round is complete
+    processes.barrier(f"round {t} written")
+    logging.info("round %d: %s", t, summary)
+    return summary, next_weights_N, new_rs
+
+
+def _load_finished_round(round_dir):
+    """A finished round's summary, next weights and RS pairs (a resumed run)."""
+    with open(os.path.join(round_dir, "done.json")) as f:
+        summary = json.load(f)
+    weights_N = np.load(os.path.join(round_dir, "weights_next.npy"))
+    rs_path = os.path.join(round_dir, "rs_pairs")
+    return summary, weights_N, load_prepared(rs_path) if os.path.isdir(rs_path) else None
+
+
+def _log_initial_dynamics(run: RoundsRun, stage_name, probe):
+    """The dynamics of the SFT policy, once, before any training of round 1 (a resumed round 1
+    has its checkpoint directory)."""
+    started = os.path.isdir(os.path.join(run.workdir, "checkpoints", stage_name))
+    if probe is not None and not processes.agree(started):
+        run.writer.write(
+            {
+                "stage": stage_name,
+                "kind": "dynamics",
+                "step": 0,
+                "round_epoch": 0.0,
+                "round": 1,
+                **probe(run.sft_params),
+            }
+        )
+
+
+def run_rounds(
+    run: RoundsRun,
+    *,
+    stage_template: trainer.StageConfig,
+    step_template: train.StepConfig,
+    evaluate_round=None,
+    probe=None,
+):
+    """Runs the rounds and returns (final params, per-round summaries). ``probe(params)`` (a
+    ``dynamics.DynamicsProbe``) measures the training dynamics before round 1 and at every epoch
+    boundary; ``evaluate_round(params)`` adds held-out metrics to each round's summary."""
+    ropo, n = run.ropo, len(run.train_data)
+    auto = ropo.filter_ratio == "auto"
+    estimate = read_estimate(run.workdir) if auto else None
+    rate = estimate["rate"] if estimate else (None if auto else ropo.filter_ratio)
+    weights_N, rs_data, opt_state, summaries = np.ones(n, np.float32), None, None, []
+    params = run.sft_params
+    step_config = step_config_for(step_template, run.loss, run.hyperparams)
+    # One schedule over every round (unless restarted); with ρ unknown, as if ρ were its cap.
+    bound = dataclasses.replace(ropo, filter_ratio=noise_rate.MAX_RATE if auto else rate)
+    shared_schedule = 0 if ropo.restart_optimizer else schedule_steps(stage_template, n, bound)
+    for t in range(1, ropo.num_rounds + 1):
+        round_dir = run.round_dir(t)
+        data_t, weights_t, reference_t = _round_data(run, weights_N, rs_data)
+        stage = dataclasses.replace(
+            stage_template,
+            name=f"round_{t}",
+            seed=stage_template.seed + t - 1,
+            schedule_steps=shared_schedule,
+        )
+        if t == 1:
+            _log_initial_dynamics(run, stage.name, probe)
+        in_batch = ropo.filtering and ropo.filter_granularity == "batch" and rate is not None
+        state = trainer.run_stage(
+            stage,
+            dataclasses.replace(step_config, in_batch_filter_ratio=rate if in_batch else 0.0),
+            run.model_config,
+            params,
+            data_t,
+            workdir=run.workdir,
+            writer=run.writer,
+            mesh=run.mesh,
+            reference=None if step_config.online_reference else reference_t,
+            ref_params=run.sft_params if step_config.online_reference else None,
+            example_weights=weights_t,
+            on_epoch=_epoch_hook(run, t, probe, needs_estimate=rate is None),
+            init_opt_state=opt_state,
+            return_state=True,
+        )
+        params = state.params
+        opt_state = None if ropo.restart_optimizer else state.opt_state
+        if rate is None:  # the estimate the epoch hook made, or one now
+            estimate = read_estimate(run.workdir) or estimate_filter_ratio(
+                run, params, where={"round": t, "at": "end"}
+            )
+            rate = estimate["rate"]
+        if processes.agree(os.path.exists(os.path.join(round_dir, "done.json"))):
+            summary, weights_N, rs_data = _load_finished_round(round_dir)
+        else:
+            summary, weights_N, rs_data = _finish_round(
+                run, t, params, weights_N, data_t, weights_t, rate, evaluate_round
+            )
+        summaries.append(summary)
+    return params, summaries
