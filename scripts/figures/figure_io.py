@@ -20,17 +20,20 @@ def variant(run: dict) -> str:
     return run_results.run_prefix(run).rsplit("_noise", 1)[0]
 
 
-def runs_with_dynamics(root: str, rate: float, variants: str = "") -> list[dict]:
-    """The runs under ``root`` at noise rate ``rate`` that recorded training dynamics, of the
-    comma-separated ``variants`` (default: the plain methods, whose variant is the method's
-    name, so ablations sharing the root are left out)."""
+def of_variants(runs: list[dict], variants: str = "") -> list[dict]:
+    """The runs of the comma-separated ``variants`` (default: the plain methods, whose variant
+    is the method's name, so ablations and other noise models sharing the root are left out)."""
     wanted = set(filter(None, variants.split(",")))
+    return [r for r in runs if (variant(r) in wanted if wanted else variant(r) == r["method"])]
+
+
+def runs_with_dynamics(root: str, rate: float, variants: str = "") -> list[dict]:
+    """The runs under ``root`` at noise rate ``rate`` that recorded training dynamics, of
+    ``variants`` (``of_variants``)."""
     runs = [
         r
-        for r in run_results.load_runs(root)
-        if r["noise"]["rate"] == rate
-        and r.get("dynamics")
-        and (variant(r) in wanted if wanted else variant(r) == r["method"])
+        for r in of_variants(run_results.load_runs(root), variants)
+        if r["noise"]["rate"] == rate and r.get("dynamics")
     ]
     if not runs:
         raise SystemExit(f"no run at noise rate {rate} with dynamics under {root}")

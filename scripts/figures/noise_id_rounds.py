@@ -30,9 +30,14 @@ def main():
     parser.add_argument("--root", required=True)
     parser.add_argument("--metric", default="auroc", choices=("auroc", "f1", "precision", "recall"))
     parser.add_argument("--out", default="figures/noise_id_rounds.png")
+    parser.add_argument(
+        "--variants", default="", help="comma-separated run variants (default: plain methods)"
+    )
     args = parser.parse_args()
     runs = [
-        r for r in run_results.load_runs(args.root) if r["noise"]["rate"] > 0 and r.get("rounds")
+        r
+        for r in figure_io.of_variants(run_results.load_runs(args.root), args.variants)
+        if r["noise"]["rate"] > 0 and r.get("rounds")
     ]
     if not runs:
         raise SystemExit(f"no noisy run with per-round results under {args.root}")

@@ -33,8 +33,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="a noise-rate sweep's run root")
     parser.add_argument("--out", default="figures/noise_sweep.png")
+    parser.add_argument(
+        "--variants", default="", help="comma-separated run variants (default: plain methods)"
+    )
     args = parser.parse_args()
-    runs = run_results.load_runs(args.root)
+    runs = figure_io.of_variants(run_results.load_runs(args.root), args.variants)
     if not runs:
         raise SystemExit(f"no run directory with results.json under {args.root}")
     by_method = run_results.group_by(runs, lambda r: r["method"])
