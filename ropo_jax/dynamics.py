@@ -54,6 +54,9 @@ class DynamicsProbe:
     seed: int = 0
     mesh: Any = None
     heldout_flips: np.ndarray | None = None  # [M] the noisy validation labels' flips
+    # The policy log-probs (chosen, rejected) of the last call, by data set ("train",
+    # "heldout"): a round's end reuses them instead of scoring the same pairs again.
+    last_logps: dict = dataclasses.field(default_factory=dict)
 
     def __call__(self, params) -> dict[str, float | None]:
         record = self._fit(params)
@@ -61,7 +64,7 @@ class DynamicsProbe:
         record.update(self._samples(params))
         return record
 
-    def _margins(self, params, data, reference) -> np.ndarray:
+    def _margins(self, params, data, reference, name: str) -> np.ndarray:
         chosen_N, rejected_N = scoring.sequence_logps_over(
             self.model_config,
             params,
@@ -70,11 +73,12 @@ class DynamicsProbe:
             mesh=self.mesh,
             desc="dynamics",
         )
+        self.last_logps[name] = (chosen_N, rejected_N)
         return (chosen_N - reference[0]) - (rejected_N - reference[1])  # stored orientation
 
     def _fit(self, params) -> dict[str, float | None]:
         flipped_N = np.asarray(self.train_data.is_flipped, bool)
-        stored_N = self._margins(params, self.train_data, self.reference)
+        stored_N = self._margins(params, self.train_data, self.reference, "train")
         margin_N = np.where(flipped_N, -stored_N, stored_N)  # training orientation: h
         fits_N = margin_N > 0
         return {
@@ -87,7 +91,7 @@ class DynamicsProbe:
         if self.heldout is None:
             return {"heldout_accuracy": None, "noisy_heldout_accuracy": None}
         data, reference = self.heldout
-        margin_M = self._margins(params, data, reference)
+        margin_M = self._margins(params, data, reference, "heldout")
         noisy = None
         if self.heldout_flips is not None:
             noisy_M = np.where(self.heldout_flips, -margin_M, margin_M)

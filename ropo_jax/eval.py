@@ -29,11 +29,15 @@ def preference_accuracy(
     *,
     batch_size: int,
     mesh=None,
+    logps=None,
 ) -> dict[str, float | None]:
-    """``pref_accuracy_clean``: held-out pairs with their true labels, fraction with h > 0."""
-    chosen, rejected = scoring.sequence_logps_over(
-        model_config, params, data, batch_size=batch_size, mesh=mesh, desc="eval log-probs"
-    )
+    """``pref_accuracy_clean``: held-out pairs with their true labels, fraction with h > 0.
+    ``logps``: the policy's (chosen, rejected) log-probs of ``data`` if already computed."""
+    if logps is None:
+        logps = scoring.sequence_logps_over(
+            model_config, params, data, batch_size=batch_size, mesh=mesh, desc="eval log-probs"
+        )
+    chosen, rejected = logps
     margin_N = (chosen - reference[0]) - (rejected - reference[1])
     return {
         "pref_accuracy_clean": eval_metrics.preference_accuracy(margin_N),

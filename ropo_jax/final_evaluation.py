@@ -37,10 +37,14 @@ def evaluate(
     scoring_loss,
     scoring_hyperparams,
     mesh,
+    policy_logps=None,
 ) -> dict[str, Any]:
     """``results.json``'s evaluation (SPEC §5): clean held-out accuracy, noise identification
     by the final policy's per-example loss, and generation-based evaluation — gold win rate on
-    the synthetic task, AlpacaEval files and optional reward-model scores on real data."""
+    the synthetic task, AlpacaEval files and optional reward-model scores on real data.
+    ``policy_logps``: the policy's (chosen, rejected) log-probs of the training ("train") and
+    held-out ("heldout") pairs where the last round already computed them."""
+    policy_logps = policy_logps or {}
     batch_size = int(config.eval.batch_size)
     results: dict[str, Any] = {
         "method": config.method,
@@ -58,11 +62,16 @@ def evaluate(
     if heldout is not None:
         results["eval"].update(
             eval_lib.preference_accuracy(
-                model_config, policy_params, *heldout, batch_size=batch_size, mesh=mesh
+                model_config,
+                policy_params,
+                *heldout,
+                batch_size=batch_size,
+                mesh=mesh,
+                logps=policy_logps.get("heldout"),
             )
         )
     # Noise identification on the training set with the final policy's per-example loss.
-    policy_chosen, policy_rejected = scoring.sequence_logps_over(
+    policy_chosen, policy_rejected = policy_logps.get("train") or scoring.sequence_logps_over(
         model_config,
         policy_params,
         train_data,

@@ -316,6 +316,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.method != "sft" or config.sft.enabled:  # a run that trained
         export_policy(config, workdir, "model", model_config, policy_params, stage=config.method)
 
+    final_logps = extra.pop("final_logps", {})
     results = final_evaluation.evaluate(
         config,
         workdir,
@@ -329,6 +330,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         scoring_loss=scoring_loss,
         scoring_hyperparams=loss_hyperparams(config, scoring_loss),
         mesh=mesh,
+        policy_logps=final_logps,
     )
     results.update(extra)
     results["noise"]["realised_rate"] = (
@@ -394,9 +396,9 @@ def _preference_rounds(
     evaluate_round = None
     if heldout is not None:
 
-        def evaluate_round(params):
+        def evaluate_round(params, logps=None):
             return eval_lib.preference_accuracy(
-                model_config, params, *heldout, batch_size=batch_size, mesh=mesh
+                model_config, params, *heldout, batch_size=batch_size, mesh=mesh, logps=logps
             )
 
     run = rounds_lib.RoundsRun(
@@ -416,14 +418,14 @@ def _preference_rounds(
         texts=pair_texts(config, paths, train_data),
         noise_applied=config.noise.kind != "none",
     )
-    params, rounds = rounds_lib.run_rounds(
+    params, rounds, final_logps = rounds_lib.run_rounds(
         run,
         stage_template=stage,
         step_template=step,
         evaluate_round=evaluate_round,
         probe=probe,
     )
-    extra = {"rounds": rounds}
+    extra = {"rounds": rounds, "final_logps": final_logps}
     estimate = rounds_lib.read_estimate(workdir)
     if estimate is not None:
         extra["filter_ratio_estimate"] = estimate

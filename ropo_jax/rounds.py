@@ -72,16 +72,19 @@ class RoundsRun:
         os.makedirs(path, exist_ok=True)
         return path
 
-    def scores(self, params, desc: str) -> dict[str, np.ndarray]:
-        """Margin and loss of every original pair under ``params``, training orientation."""
-        chosen_N, rejected_N = scoring.sequence_logps_over(
-            self.model_config,
-            params,
-            self.train_data,
-            batch_size=self.batch_size,
-            mesh=self.mesh,
-            desc=desc,
-        )
+    def scores(self, params, desc: str, logps=None) -> dict[str, np.ndarray]:
+        """Margin and loss of every original pair under ``params``, training orientation
+        (from ``logps``, the policy's (chosen, rejected) log-probs, if already computed)."""
+        if logps is None:
+            logps = scoring.sequence_logps_over(
+                self.model_config,
+                params,
+                self.train_data,
+                batch_size=self.batch_size,
+                mesh=self.mesh,
+                desc=desc,
+            )
+        chosen_N, rejected_N = logps
         return scoring.example_scores(
             chosen_N,
             rejected_N,
@@ -113,10 +116,10 @@ def read_estimate(workdir: str) -> dict | None:
         return json.load(f)
 
 
-def estimate_filter_ratio(run: RoundsRun, params, *, where: dict) -> dict:
-    """Fits the flip rate to the margins under ``params`` (``noise_rate``) and records it, with
-    where in training it was made and, under controlled noise, the realised flip rate."""
-    margin_N = run.scores(params, desc="estimate ρ")["margin"]
+def estimate_filter_ratio(run: RoundsRun, params, *, where: dict, logps=None) -> dict:
+    """Estimates the flip rate from the margins under ``params`` (``noise_rate``) and records
+    it, with where in training it was made and, under controlled noise, the realised rate."""
+    margin_N = run.scores(params, desc="estimate ρ", logps=logps)["margin"]
     estimate = {**noise_rate.estimate_flip_rate(margin_N), **where}
     if run.noise_applied:
         estimate["realised_rate"] = float(np.mean(run.train_data.is_flipped))
@@ -125,22 +128,29 @@ def estimate_filter_ratio(run: RoundsRun, params, *, where: dict) -> dict:
     return estimate
 
 
-def _epoch_hook(run: RoundsRun, t: int, probe, needs_estimate: bool):
+def _epoch_hook(run: RoundsRun, t: int, probe, needs_estimate: bool, final_logps: dict):
     """``on_epoch`` of round t: the dynamics probe's record and, at the first epoch boundary
     of round 1 under ``filter_ratio="auto"``, the estimate of ρ (early in training, before the
-    policy memorises flipped labels; docs/ropo.md "Estimating ρ")."""
+    policy memorises flipped labels; docs/ropo.md "Estimating ρ"). At the round's last step it
+    leaves the probe's log-probs in ``final_logps``: the round's end scores the same pairs
+    with the same parameters."""
     if probe is None and not needs_estimate:
         return None
-    state = {"pending": needs_estimate}
+    pending = [needs_estimate]
 
-    def on_epoch(params):
+    def on_epoch(params, final=False):
         record = {"round": t, **probe(params)} if probe is not None else {}
-        if state["pending"]:
-            state["pending"] = False
+        logps = probe.last_logps if probe is not None else {}
+        if pending[0]:
+            pending[0] = False
             estimate = read_estimate(run.workdir)
             if estimate is None:
-                estimate = estimate_filter_ratio(run, params, where={"round": t, "at": "epoch"})
+                estimate = estimate_filter_ratio(
+                    run, params, where={"round": t, "at": "epoch"}, logps=logps.get("train")
+                )
             record["filter_ratio_estimate"] = estimate["rate"]
+        if final:
+            final_logps.update(logps)
         return record
 
     return on_epoch
@@ -226,11 +236,23 @@ def _rejection_sample_round(run: RoundsRun, t, round_dir, params, keep_N):
     return new_rs, records, quality
 
 
-def _finish_round(run: RoundsRun, t, params, weights_N, data_t, weights_t, rate, evaluate_round):
+def _finish_round(
+    run: RoundsRun, t, params, weights_N, data_t, weights_t, rate, evaluate_round, logps
+):
     """Scores, w-step, suspects, RS and evaluation at the end of round t; returns (summary,
-    next round's weights, next round's RS pairs)."""
+    next round's weights, next round's RS pairs). ``logps``: the policy log-probs of the
+    training ("train") and held-out ("heldout") pairs under ``params``, where known."""
     ropo, round_dir = dataclasses.replace(run.ropo, filter_ratio=rate), run.round_dir(t)
-    scores = run.scores(params, desc=f"round {t} scores")
+    if "train" not in logps:
+        logps["train"] = scoring.sequence_logps_over(
+            run.model_config,
+            params,
+            run.train_data,
+            batch_size=run.batch_size,
+            mesh=run.mesh,
+            desc=f"round {t} scores",
+        )
+    scores = run.scores(params, desc=f"round {t} scores", logps=logps["train"])
     filter_next = (
         ropo.filtering and ropo.filter_granularity == "dataset" and t + 1 >= ropo.filter_start_round
     )
@@ -259,7 +281,7 @@ def _finish_round(run: RoundsRun, t, params, weights_N, data_t, weights_t, rate,
         **({"rejection_sampling": quality} if quality is not None else {}),
         "trained_on": len(data_t),
         "trained_weight_sum": float(weights_t.sum()),
-        **(evaluate_round(params) if evaluate_round is not None else {}),
+        **(evaluate_round(params, logps.get("heldout")) if evaluate_round is not None else {}),
     }
     _write_json(os.path.join(round_dir, "eval.json"), summary)
     run.writer.write({"stage": f"round_{t}", "round": t, **flatten(summary)})
@@ -305,9 +327,13 @@ def run_rounds(
     evaluate_round=None,
     probe=None,
 ):
-    """Runs the rounds and returns (final params, per-round summaries). ``probe(params)`` (a
+    """Runs the rounds and returns (final params, per-round summaries, final log-probs: the
+    final policy's (chosen, rejected) log-probs of the training pairs, "train", and of the
+    held-out pairs, "heldout", where this process computed them). ``probe(params)`` (a
     ``dynamics.DynamicsProbe``) measures the training dynamics before round 1 and at every epoch
-    boundary; ``evaluate_round(params)`` adds held-out metrics to each round's summary."""
+    boundary; ``evaluate_round(params, heldout_logps)`` adds held-out metrics to each round's
+    summary (``heldout_logps``: the probe's, when it scored the held-out pairs with ``params``,
+    else None)."""
     ropo, n = run.ropo, len(run.train_data)
     auto = ropo.filter_ratio == "auto"
     estimate = read_estimate(run.workdir) if auto else None
@@ -330,6 +356,7 @@ def run_rounds(
         if t == 1:
             _log_initial_dynamics(run, stage.name, probe)
         in_batch = ropo.filtering and ropo.filter_granularity == "batch" and rate is not None
+        final_logps = {}  # the probe's log-probs at the round's last step, if it ran here
         state = trainer.run_stage(
             stage,
             dataclasses.replace(step_config, in_batch_filter_ratio=rate if in_batch else 0.0),
@@ -342,7 +369,7 @@ def run_rounds(
             reference=None if step_config.online_reference else reference_t,
             ref_params=run.sft_params if step_config.online_reference else None,
             example_weights=weights_t,
-            on_epoch=_epoch_hook(run, t, probe, needs_estimate=rate is None),
+            on_epoch=_epoch_hook(run, t, probe, rate is None, final_logps),
             init_opt_state=opt_state,
             return_state=True,
         )
@@ -355,9 +382,10 @@ def run_rounds(
             rate = estimate["rate"]
         if processes.agree(os.path.exists(os.path.join(round_dir, "done.json"))):
             summary, weights_N, rs_data = _load_finished_round(round_dir)
+            final_logps.clear()  # the probe may have run; the round's end did not
         else:
             summary, weights_N, rs_data = _finish_round(
-                run, t, params, weights_N, data_t, weights_t, rate, evaluate_round
+                run, t, params, weights_N, data_t, weights_t, rate, evaluate_round, final_logps
             )
         summaries.append(summary)
-    return params, summaries
+    return params, summaries, final_logps

@@ -84,9 +84,10 @@ def run_stage(
 
     ``reference``: cached (chosen_N, rejected_N) reference log-probs in stored orientation;
     ``ref_params`` for the online mode; ``example_weights`` [N] multiply the batch weights (the
-    ROPO w-step); ``indices`` restrict the stage to those examples. ``on_epoch(params)`` is
-    called at every epoch boundary (and the last step) and returns a record written to the
-    metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``; an empty record is not written).
+    ROPO w-step); ``indices`` restrict the stage to those examples. ``on_epoch(params, final)`` is
+    called at every epoch boundary (and the last step, ``final=True``) and returns a record
+    written to the metrics as ``kind="dynamics"`` (``ropo_jax.dynamics``; an empty record is
+    not written).
     ``init_opt_state``: start from this optimizer state (moments and schedule position, e.g.
     the previous ROPO round's) instead of a fresh one. Returns the final parameters, or the
     final TrainState with ``return_state``.
@@ -226,7 +227,7 @@ def run_stage(
                 f"checkpoint is in {checkpointer.directory} (nan_policy='stop')"
             )
         if on_epoch is not None and (done in epoch_ends or done == total_steps):
-            record = on_epoch(state.params)
+            record = on_epoch(state.params, final=done == total_steps)
             if record:  # an empty record: the hook measured nothing to log
                 writer.write(
                     {

@@ -1,8 +1,15 @@
-"""``dynamics.collect``: the per-epoch records of metrics.jsonl as results.json["dynamics"]."""
+"""``dynamics.collect``: the per-epoch records of metrics.jsonl as results.json["dynamics"]; the
+noisy-validation pick; a round's end reusing the probe's log-probs."""
 
+import importlib.util
+import os
+
+import numpy as np
 import pytest
 
-from ropo_jax import dynamics
+from ropo_jax import dynamics, pipeline, scoring
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _row(round_index, step, round_epoch, fit):
@@ -47,3 +54,41 @@ def test_selection_by_noisy_validation_keeps_the_best_trained_epoch():
     ]
     assert dynamics.select_by_noisy_validation(curve)["step"] == 10  # the earliest of ties
     assert dynamics.select_by_noisy_validation(curve[:1]) is None
+
+
+def test_a_round_end_reuses_the_log_probs_of_the_last_probe(tmp_path, monkeypatch):
+    """With the dynamics probe on, a round's end (w-step scores, held-out accuracy) and the
+    final evaluation use the log-probs the probe computed at the round's last step with the
+    same parameters: the training and held-out pairs are scored once per epoch, not again."""
+    spec = importlib.util.spec_from_file_location(
+        "smoke", os.path.join(ROOT, "experiments", "smoke.py")
+    )
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    config = smoke.get_config()
+    config.method = "ropo"
+    config.ropo.num_rounds = 1
+    config.synthetic.data.update(num_sft=64, num_train_pairs=64, num_test_pairs=32)
+    config.synthetic.data.num_eval_prompts = 8
+    config.eval.update(max_new_tokens=4, dynamics_prompts=4)
+    config.compilation_cache_dir = ""
+    calls = []
+    real = scoring.sequence_logps_over
+
+    def counting(model_config, params, data, **kwargs):
+        calls.append((kwargs.get("desc"), len(data)))
+        return real(model_config, params, data, **kwargs)
+
+    monkeypatch.setattr(scoring, "sequence_logps_over", counting)
+    results = pipeline.run(config, str(tmp_path / "run"))
+    policy_calls = [c for c in calls if c[0] not in ("reference log-probs",)]
+    # Per epoch boundary (the start and the end of the one epoch): train and held-out pairs.
+    assert policy_calls.count(("dynamics", 64)) == 2 and policy_calls.count(("dynamics", 32)) == 2
+    assert not [
+        c for c in policy_calls if c[0] in ("round 1 scores", "eval log-probs", "train scores")
+    ]
+    # The reused numbers are the ones a fresh scoring gives.
+    scores = np.load(tmp_path / "run" / "round_1" / "scores.npz")
+    final = np.load(tmp_path / "run" / "final_scores.npz")
+    np.testing.assert_array_equal(scores["margin"], final["margin"])
+    assert results["eval"]["pref_accuracy_clean"] == results["rounds"][0]["pref_accuracy_clean"]

@@ -33,11 +33,17 @@ def main():
     parser.add_argument(
         "--variants", default="", help="comma-separated run variants (default: plain methods)"
     )
+    parser.add_argument(
+        "--rates", default="", help="comma-separated noise rates to plot (default: all)"
+    )
     args = parser.parse_args()
+    args.rates = [float(x) for x in args.rates.split(",") if x]
     runs = [
         r
         for r in figure_io.of_variants(run_results.load_runs(args.root), args.variants)
-        if r["noise"]["rate"] > 0 and r.get("rounds")
+        if r["noise"]["rate"] > 0
+        and r.get("rounds")
+        and (not args.rates or r["noise"]["rate"] in args.rates)
     ]
     if not runs:
         raise SystemExit(f"no noisy run with per-round results under {args.root}")
