@@ -140,3 +140,37 @@ def selected_gold_reward(run: dict[str, Any]) -> float | None:
     """Gold reward of samples at the epoch with the best noisy held-out accuracy."""
     selected = run.get("selected_by_noisy_validation")
     return selected.get("gold_reward_mean") if selected else None
+
+
+def _rs_quality(run: dict[str, Any], key: str) -> float | None:
+    """A rejection-sampling quality field, averaged over the rounds that added pairs weighted
+    by their pair counts (rounds of older runs have no such record)."""
+    records = [
+        r["rejection_sampling"]
+        for r in run.get("rounds") or []
+        if r.get("rejection_sampling") and r["rejection_sampling"]["pairs"]
+    ]
+    pairs = [q["pairs"] for q in records if q.get(key) is not None]
+    if not pairs:
+        return None
+    return sum(q["pairs"] * q[key] for q in records if q.get(key) is not None) / sum(pairs)
+
+
+def rs_gold_agreement(run: dict[str, Any]) -> float | None:
+    """Fraction of rejection-sampled pairs whose chosen response has the higher gold reward."""
+    return _rs_quality(run, "gold_agreement")
+
+
+def rs_length_gap(run: dict[str, Any]) -> float | None:
+    """Mean length difference chosen − rejected of the rejection-sampled pairs, in tokens."""
+    return _rs_quality(run, "mean_length_gap")
+
+
+def estimated_filter_ratio(run: dict[str, Any]) -> float | None:
+    """ρ estimated by ``filter_ratio="auto"``."""
+    estimate = run.get("filter_ratio_estimate")
+    return estimate.get("rate") if estimate else None
+
+
+def realised_noise_rate(run: dict[str, Any]) -> float | None:
+    return run["noise"].get("realised_rate")

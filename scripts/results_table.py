@@ -20,6 +20,10 @@ COLUMNS = (
     ("flipped fit (end)", run_results.flipped_fit),
     ("KL (end)", run_results.final_kl),
     ("gold reward @ noisy-val pick", run_results.selected_gold_reward),
+    ("RS gold agreement", run_results.rs_gold_agreement),
+    ("RS length gap", run_results.rs_length_gap),
+    ("ρ estimate", run_results.estimated_filter_ratio),
+    ("realised flip rate", run_results.realised_noise_rate),
 )
 # Columns without any value in the runs (e.g. dynamics of older runs) are left out.
 PAIRED = (

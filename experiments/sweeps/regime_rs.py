@@ -7,7 +7,10 @@ Variants (docs/ropo.md "Rejection sampling"): ``rs_sum`` ranks candidates by the
 implicit reward (the earlier default), ``rs_mean`` by the per-token one, ``rs_mean_orig`` adds
 the two original responses to the candidates, ``rs_best_vs_orig`` pairs the best sample with the
 worse original, ``rs_reorient`` re-orients the original pair by the model (no sampling);
-``rs_off`` is loss + filtering.
+``rs_off`` is loss + filtering. Schedules (the default RS): ``sched_4x2`` runs 4 rounds × 2
+epochs (filtering and RS after 2 epochs, RS three times), ``sched_4x2_start3`` the same with
+filtering from round 3 (after 4 epochs), ``sched_8x1`` 8 rounds × 1 epoch; the regime preset is
+2 rounds × 4 epochs.
 
 ARG: the experiments/synthetic.py preset (default ``regime``).
 
@@ -27,6 +30,15 @@ RS_VARIANTS = {
     "rs_reorient": {"ropo.rs.include_original": True, "ropo.rs.selection": "reorient_original"},
     "rs_off": {"ropo.rs.enabled": False},
     "auto": {"ropo.filter_ratio": "auto"},
+}
+SCHEDULES = {
+    "sched_4x2": {"ropo.num_rounds": 4, "ropo.epochs_per_round": 2.0},
+    "sched_4x2_start3": {
+        "ropo.num_rounds": 4,
+        "ropo.epochs_per_round": 2.0,
+        "ropo.filter_start_round": 3,
+    },
+    "sched_8x1": {"ropo.num_rounds": 8, "ropo.epochs_per_round": 1.0},
 }
 STRUCTURED = (("bradley_terry", 1.0), ("length_biased", 0.4), ("source_biased", 1.0))
 
@@ -51,6 +63,9 @@ def get_sweep(arg=None):
     for seed in SEEDS:
         runs.append(_run("dpo_noise0.3", preset, seed, "symmetric", 0.3, method="dpo"))
         for variant, overrides in RS_VARIANTS.items():
+            name = f"ropo_full_{variant}_noise0.3"
+            runs.append(_run(name, preset, seed, "symmetric", 0.3, method="ropo_full", **overrides))
+        for variant, overrides in SCHEDULES.items():
             name = f"ropo_full_{variant}_noise0.3"
             runs.append(_run(name, preset, seed, "symmetric", 0.3, method="ropo_full", **overrides))
     for kind, rate in STRUCTURED:
