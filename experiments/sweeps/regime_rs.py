@@ -1,7 +1,8 @@
 """Rejection-sampling variants and ρ = "auto" in the memorisation regime, seeds 100–105 (not
 used to design anything): at 30 % symmetric noise, ROPO-full with each RS variant, without RS,
-with ρ estimated, and DPO; and ρ = "auto" under the structured noise models (pairs with the
-runs of experiments/sweeps/regime_noise_models.py in the same root).
+with ρ estimated, and DPO; and ρ = "auto" against the oracle ρ (the realised flip rate) under
+every noise model (pairs with the runs of experiments/sweeps/regime_noise_models.py in the same
+root).
 
 Variants (docs/ropo.md "Rejection sampling"): ``rs_sum`` ranks candidates by the summed
 implicit reward (the earlier default), ``rs_mean`` by the per-token one, ``rs_mean_orig`` adds
@@ -41,6 +42,13 @@ SCHEDULES = {
     "sched_8x1": {"ropo.num_rounds": 8, "ropo.epochs_per_round": 1.0},
 }
 STRUCTURED = (("bradley_terry", 1.0), ("length_biased", 0.4), ("source_biased", 1.0))
+# The oracle ρ of each noise model: its mean realised flip rate over seeds 100–105.
+ORACLE_RHO = {
+    "symmetric": 0.29,
+    "bradley_terry": 0.31,
+    "length_biased": 0.16,
+    "source_biased": 0.05,
+}
 
 
 def _run(name, preset, seed, kind, rate, **overrides):
@@ -68,10 +76,22 @@ def get_sweep(arg=None):
         for variant, overrides in SCHEDULES.items():
             name = f"ropo_full_{variant}_noise0.3"
             runs.append(_run(name, preset, seed, "symmetric", 0.3, method="ropo_full", **overrides))
-    for kind, rate in STRUCTURED:
+    for kind, rate in (("symmetric", 0.3), *STRUCTURED):
         for seed in SEEDS:
-            name = f"ropo_full_auto_{kind}{rate:g}"
-            runs.append(
-                _run(name, preset, seed, kind, rate, method="ropo_full", **RS_VARIANTS["auto"])
-            )
+            for variant, rho in (("auto", "auto"), ("oracle", ORACLE_RHO[kind])):
+                if (kind, variant) == ("symmetric", "auto"):
+                    continue  # ropo_full_auto_noise0.3 above
+                suffix = "noise0.3" if kind == "symmetric" else f"{kind}{rate:g}"
+                overrides = {"ropo.filter_ratio": rho}
+                runs.append(
+                    _run(
+                        f"ropo_full_{variant}_{suffix}",
+                        preset,
+                        seed,
+                        kind,
+                        rate,
+                        method="ropo_full",
+                        **overrides,
+                    )
+                )
     return runs
