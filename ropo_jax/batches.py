@@ -10,11 +10,13 @@ import jax
 import numpy as np
 
 from ropo_jax import sharding
+from ropo_jax.data.batching import COMPLETION_KEY
 
 
 def stack_micro_batches(batches: list[dict[str, np.ndarray]], pad_id: int = 0) -> dict:
     """[K, ...] arrays from K loader batches, padding rows R and length T to the largest (padding
-    rows/tokens carry segment 0 and loss_mask 0, so they contribute nothing)."""
+    rows/tokens carry segment 0 and loss_mask 0, so they contribute nothing), and the width C of
+    ``completion_positions`` to the largest with −1 (column indices do not move when T grows)."""
     if len(batches) == 1:
         return {k: v[None] for k, v in batches[0].items()}
     rows = max(b["tokens"].shape[0] for b in batches)
@@ -22,12 +24,15 @@ def stack_micro_batches(batches: list[dict[str, np.ndarray]], pad_id: int = 0) -
     out = {}
     for key in batches[0]:
         parts = []
+        width = length
+        if key == COMPLETION_KEY:
+            width = max(b[key].shape[1] for b in batches)
         for b in batches:
             x = b[key]
             if x.ndim == 2:  # token rows
-                fill = pad_id if key == "tokens" else 0
+                fill = -1 if key == COMPLETION_KEY else pad_id if key == "tokens" else 0
                 x = np.pad(
-                    x, ((0, rows - x.shape[0]), (0, length - x.shape[1])), constant_values=fill
+                    x, ((0, rows - x.shape[0]), (0, width - x.shape[1])), constant_values=fill
                 )
             parts.append(x)
         out[key] = np.stack(parts)

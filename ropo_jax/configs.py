@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
             dtype="float32",
             param_dtype="float32",
             remat_policy="none",
+            # Attention kernel (ropo_jax.models.attention): auto = splash on TPU, cuDNN flash
+            # on NVIDIA GPUs (bf16/fp16), XLA on CPU; or xla, cudnn, splash.
+            attention_impl="auto",
         )
     )
     c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))

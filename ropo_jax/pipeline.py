@@ -155,6 +155,7 @@ def build_model(
             compute_dtype=m.dtype,
             mesh=mesh,
             remat_policy=m.remat_policy,
+            attention_impl=m.attention_impl,
         )
         if manifest is not None and int(manifest["vocab_size"]) > model_config.vocab_size:
             raise ConfigValueError(
@@ -163,7 +164,7 @@ def build_model(
                 "with the model's own tokenizer"
             )
         return model_config, params
-    overrides = dict(dtype=m.dtype, remat_policy=m.remat_policy)
+    overrides = dict(dtype=m.dtype, remat_policy=m.remat_policy, attention_impl=m.attention_impl)
     if vocab_size is not None:
         overrides["vocab_size"] = vocab_size
     elif manifest is not None:

@@ -1,16 +1,18 @@
 """Train state and the pure, jitted train steps (preference and SFT).
 
 ``preference_step(state, batch) -> (state, metrics)`` for any loss of the registry: policy
-sequence log-probs from the batch's token rows (chunked over the vocabulary), reference log-probs
-from the batch (cached) or from frozen reference parameters (online), per-example weights
-(padding, ROPO filter weights, optional in-batch filtering), gradient accumulation over a leading
-micro-batch axis with exact (sum, count) reduction — k micro-batches of b give exactly the update
-of one batch of k·b — global-norm clipping, a NaN/Inf guard, and donation of the state.
+sequence log-probs from the batch's token rows (the LM head on response positions only, chunked
+over positions), reference log-probs from the batch (cached) or from frozen reference
+parameters (online), per-example weights (padding, ROPO filter weights, optional in-batch
+filtering), gradient accumulation over a leading micro-batch axis with exact (sum, count)
+reduction — k micro-batches of b give exactly the update of one batch of k·b — global-norm
+clipping, a NaN/Inf guard, and donation of the state.
 
 Metrics are returned as sums and counts (``metrics.finalize`` divides on the host), so means are
 exact across micro-batches and hosts.
 
-Shape key: K micro-batches, B pairs, R token rows, T length, S sequence slots (2B).
+Shape key: K micro-batches, B pairs, R token rows, T length, C completion positions per row,
+S sequence slots (2B).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import optax
 
 from ropo_jax import filtering, losses, models, sharding
 from ropo_jax import metrics as metrics_lib
+from ropo_jax.data.batching import COMPLETION_KEY
 from ropo_jax.models import ModelConfig
+from ropo_jax.models.layers import ACTIVATION_BTD
 
 NAN_POLICIES = ("skip", "stop")
 
@@ -84,7 +88,14 @@ def state_shardings(model_config: ModelConfig, optimizer, mesh, abstract_state: 
 
 
 def sequence_logps(model_config: ModelConfig, params, batch: dict, chunk_size: int):
-    """Per-slot response log-probs [S] and token counts [S] of a batch's token rows (SPEC §1)."""
+    """Per-slot response log-probs [S] and token counts [S] of a batch's token rows (SPEC §1).
+
+    With ``completion_positions`` in the batch (every loader batch), the LM head and the
+    log-softmax run only on the hidden states of those positions, gathered into [R, C, D]
+    (C: the batcher's static bound) — the prompt and padding positions, whose log-probs the
+    loss mask would drop anyway, never reach the head. Without it, the head runs on every
+    position and the mask is applied afterwards; both give the same log-probs.
+    """
     tokens_RT = batch["tokens"]
     hidden_RTD = models.hidden_states(
         model_config,
@@ -93,18 +104,29 @@ def sequence_logps(model_config: ModelConfig, params, batch: dict, chunk_size: i
         positions_BT=batch["positions"],
         segment_ids_BT=batch["segment_ids"],
     )
-    # logits at t predict token t+1: drop the last position, shift targets and masks.
-    token_logps_RT = losses.chunked_token_logps(
-        hidden_RTD[:, :-1],
+    num_slots = 2 * batch["weight"].shape[0]
+    if COMPLETION_KEY in batch:
+        hidden_RCD, targets_RC, mask_RC, index_RC = losses.gather_completions(
+            hidden_RTD,
+            tokens_RT,
+            batch["loss_mask"],
+            batch["sequence_index"],
+            batch[COMPLETION_KEY],
+        )
+        hidden_RCD = sharding.constrain(hidden_RCD, ACTIVATION_BTD)
+    else:
+        # logits at t predict token t+1: drop the last position, shift targets and masks.
+        hidden_RCD, targets_RC = hidden_RTD[:, :-1], tokens_RT[:, 1:]
+        mask_RC, index_RC = batch["loss_mask"][:, 1:], batch["sequence_index"][:, 1:]
+    token_logps_RC = losses.chunked_token_logps(
+        hidden_RCD,
         models.unembedding(model_config, params),
-        tokens_RT[:, 1:],
+        targets_RC,
         chunk_size=chunk_size,
     )
-    num_slots = 2 * batch["weight"].shape[0]
-    mask_RT, index_RT = batch["loss_mask"][:, 1:], batch["sequence_index"][:, 1:]
     return (
-        losses.segment_logps(token_logps_RT, mask_RT, index_RT, num_slots),
-        losses.segment_token_counts(mask_RT, index_RT, num_slots),
+        losses.segment_logps(token_logps_RC, mask_RC, index_RC, num_slots),
+        losses.segment_token_counts(mask_RC, index_RC, num_slots),
     )
 
 

@@ -23,6 +23,7 @@ from ropo_jax.data.noise import KINDS
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.eval_generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
+from ropo_jax.models.attention import IMPLS as ATTENTION_IMPLS
 from ropo_jax.models.config import REMAT_POLICIES
 from ropo_jax.optim import SCHEDULES
 from ropo_jax.rejection_sampling import RANKINGS, SELECTIONS
@@ -152,6 +153,7 @@ MODEL_RULES = {
     "dtype": one_of(DTYPES),
     "param_dtype": one_of(DTYPES),
     "remat_policy": one_of(REMAT_POLICIES),
+    "attention_impl": one_of(ATTENTION_IMPLS),
 }
 ROPO_RULES = {
     "num_rounds": POSITIVE,

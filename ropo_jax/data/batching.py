@@ -15,6 +15,13 @@ Pairs ``[B]``: ``example_index`` (int32, −1 for padding pairs), ``weight`` (fl
 pairs), ``is_flipped`` (bool, noise flipped this pair's label — metrics only),
 ``chosen_lengths``/``rejected_lengths`` (int32 response tokens, i.e. ``loss_mask`` counts).
 
+Completion positions ``[R, C]`` (int32): ``completion_positions`` lists, per row and in order,
+the columns t whose next token ``tokens[t + 1]`` is a response token (``loss_mask[t + 1] = 1``),
+then −1. They are the only positions whose logits enter a sequence log-prob, so the LM head runs
+on the gathered ``[R, C, D]`` hidden states instead of all ``[R, T, D]``. C is a static bound
+(``completion_bound``: the data's longest response, or its largest response share of a row when
+rows are packed), so shapes stay fixed across steps; −1 entries carry weight 0.
+
 Padded rows are the special case R = 2B: row i holds prompt+chosen of pair i, row B + i
 prompt+rejected. Packed rows hold several sequences each, placed first-fit-decreasing.
 """
@@ -25,6 +32,63 @@ import numpy as np
 
 TOKEN_KEYS = ("tokens", "positions", "segment_ids", "loss_mask", "sequence_index")
 PAIR_KEYS = ("example_index", "weight", "is_flipped", "chosen_lengths", "rejected_lengths")
+COMPLETION_KEY = "completion_positions"
+COMPLETION_MULTIPLE = 8  # C is rounded up to a multiple of this (capped at T − 1)
+
+
+def completion_bound(
+    prompt_lengths, response_lengths, seq_len: int, *, packed: bool, limit: int | None = None
+) -> int:
+    """A static C for ``completion_positions``: the most response tokens any row of ``seq_len``
+    can hold, for sequences of these prompt/response lengths (all sequences the batches may
+    draw from: the bound, and thus the batch shape, then depends only on ``seq_len``).
+
+    One sequence per row: its response, at most the longest response ``max r``. Packed rows:
+    Σ r ≤ ρ·T with ρ the largest response share r / (p + r) of any sequence, and at most
+    ⌊T / shortest sequence⌋ responses of ``max r``. Rounded up to a multiple of
+    ``COMPLETION_MULTIPLE``, capped at T − 1 (a row's first token is a prompt token), at least 1.
+    ``limit`` (optional) caps the bound further, e.g. a configured ``max_completion_tokens``;
+    ``collate`` raises when a row then needs more.
+    """
+    prompts = np.asarray(prompt_lengths, np.int64).reshape(-1)
+    responses = np.asarray(response_lengths, np.int64).reshape(-1)
+    cap = max(1, seq_len - 1)
+    if responses.size == 0:
+        return 1
+    totals = np.maximum(prompts + responses, 1)
+    by_share = int(np.max(responses * seq_len // totals))
+    longest = int(responses.max())
+    if packed:
+        bound = min(by_share, (seq_len // int(totals.min())) * longest)
+    else:
+        bound = min(by_share, longest)
+    bound = -(-max(bound, 1) // COMPLETION_MULTIPLE) * COMPLETION_MULTIPLE
+    if limit is not None:
+        bound = min(bound, int(limit))
+    return max(1, min(bound, cap))
+
+
+def completion_positions(loss_mask_RT: np.ndarray, width: int | None = None) -> np.ndarray:
+    """int32 [R, width]: per row, the columns t with ``loss_mask[t + 1] = 1`` in order, then −1.
+
+    ``width`` None: T − 1 (every position; a shape fixed by T alone, but no saving in the LM
+    head), so callers pass a tighter static bound: ``completion_bound``'s, or the longest
+    response when they know it. Raises ValueError when a row has more response tokens.
+    """
+    target_mask_RT = np.asarray(loss_mask_RT)[:, 1:] != 0
+    counts_R = target_mask_RT.sum(axis=1)
+    need = int(counts_R.max()) if counts_R.size else 0
+    width = max(1, target_mask_RT.shape[1]) if width is None else int(width)
+    if need > width:
+        raise ValueError(
+            f"a row holds {need} response tokens, more than the completion bound {width}; "
+            "raise max_completion_tokens (or leave it unset to derive it from the data)"
+        )
+    out = np.full((target_mask_RT.shape[0], width), -1, np.int32)
+    rows, cols = np.nonzero(target_mask_RT)  # row-major: columns ascend within each row
+    starts = np.concatenate([[0], np.cumsum(counts_R)[:-1]])
+    out[rows, np.arange(rows.size) - np.repeat(starts, counts_R)] = cols
+    return out
 
 
 def pack_rows(lengths, capacity: int) -> list[list[int]]:
@@ -79,11 +143,14 @@ def collate(
     packed: bool = False,
     num_rows: int | None = None,
     sft: bool = False,
+    completion_len: int | None = None,
 ) -> dict[str, np.ndarray]:
     """``pairs``: ``(example_index, prompt, chosen, rejected, is_flipped)`` tuples (≤ num_pairs;
     the rest become padding pairs). Padded: ``num_rows`` = 2·num_pairs; packed: the rows needed,
     or ``num_rows`` when given (must suffice). ``sft``: one sequence per example (prompt +
-    chosen, slot i; ``rejected`` is ignored) and padded R = B rows."""
+    chosen, slot i; ``rejected`` is ignored) and padded R = B rows. ``completion_len``: the
+    width C of ``completion_positions`` (a static bound such as ``completion_bound``'s or the
+    longest response; None: T − 1)."""
     if len(pairs) > num_pairs:
         raise ValueError(f"{len(pairs)} pairs do not fit a batch of {num_pairs}")
     # Sequence slots: chosen of pair i → i, rejected → B + i.
@@ -119,6 +186,7 @@ def collate(
         batch["is_flipped"][i] = flipped
         batch["chosen_lengths"][i] = len(chosen)
         batch["rejected_lengths"][i] = len(rejected)
+    batch[COMPLETION_KEY] = completion_positions(batch["loss_mask"], completion_len)
     return batch
 
 

@@ -21,6 +21,11 @@ across processes because they are derived from the whole global batch. Modes:
   the most any process needs, rounded up to a multiple of ``pack_row_multiple`` (≤ 2b), so there
   are at most ``2b / pack_row_multiple`` shapes.
 
+Every batch carries ``completion_positions`` (see :mod:`ropo_jax.data.batching`) of width
+``batching.completion_bound`` over all of the data's sequences for the batch's row length, so
+it adds no shapes: one C per row length. ``max_completion_tokens`` caps it (collating a batch
+that needs more raises).
+
 SFT data sets (manifest ``"kind": "sft"``, from ``--format=sft``) give batches with the same
 keys, one sequence per example: slot i (padded: row i, R = b), ``rejected_lengths`` 0.
 
@@ -87,6 +92,7 @@ class BatchPlan:
         indices,
         pack_row_multiple,
         bucket_window,
+        max_completion_tokens=None,
     ):
         if mode not in MODES:
             raise DataError(f"loader mode {mode!r} is unknown; expected one of {MODES}")
@@ -124,6 +130,11 @@ class BatchPlan:
         self.sequence_lengths = lengths[:, :1] if self.sft else lengths
         # Longer of the two sequences of each pair, for bucketing.
         self.pair_lengths = self.sequence_lengths.max(axis=1)
+        # (prompt, response) lengths of every sequence, for the static completion bound.
+        responses = data.lengths[:, 1:2] if self.sft else data.lengths[:, 1:3]
+        self.response_lengths = responses.reshape(-1)
+        self.prompt_lengths = np.repeat(data.lengths[:, 0], responses.shape[1])
+        self.max_completion_tokens = max_completion_tokens
         n = self.indices.size
         self.batches_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
         if self.batches_per_epoch == 0:
@@ -185,9 +196,21 @@ class BatchPlan:
             packed=self.mode == "packed",
             num_rows=num_rows,
             sft=self.sft,
+            completion_len=self.completion_len(seq_len),
         )
         local["sequence_index"] = self.global_slots(local["sequence_index"])
         return local
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 — a handful of row lengths per plan
+    def completion_len(self, seq_len: int) -> int:
+        """The static width of ``completion_positions`` for rows of ``seq_len`` tokens."""
+        return batching.completion_bound(
+            self.prompt_lengths,
+            self.response_lengths,
+            seq_len,
+            packed=self.mode == "packed",
+            limit=self.max_completion_tokens,
+        )
 
     def global_slots(self, local_slot):
         """Sequence slots of this process's rows in the global batch the processes assemble:
@@ -224,11 +247,13 @@ def make_loader(
     indices=None,
     pack_row_multiple: int = 8,
     bucket_window: int = 32,
+    max_completion_tokens: int | None = None,
     num_threads: int = 2,
     prefetch: int = 4,
 ) -> grain.DatasetIterator:
     """See the module docstring. ``num_epochs=None`` repeats forever; ``indices`` restricts the
-    loader to those examples (e.g. the kept set of a ROPO round)."""
+    loader to those examples (e.g. the kept set of a ROPO round); ``max_completion_tokens`` caps
+    the width of ``completion_positions`` (None: derived from the data)."""
     # grain is needed only to iterate; reading data and noise work without it.
     import grain
 
@@ -252,6 +277,7 @@ def make_loader(
         indices=indices,
         pack_row_multiple=pack_row_multiple,
         bucket_window=bucket_window,
+        max_completion_tokens=max_completion_tokens,
     )
     dataset = (
         grain.MapDataset.range(plan.batches_per_epoch)

@@ -8,6 +8,7 @@ Pure ``jax.numpy``: no Flax, no config objects. The public contract of ARCHITECT
 
 from ropo_jax.losses.logprobs import (
     chunked_token_logps,
+    gather_completions,
     segment_logps,
     segment_token_counts,
     sequence_logps,
@@ -56,6 +57,7 @@ __all__ = [
     "dpo_loss",
     "dpo_nll_loss",
     "dr_dpo_loss",
+    "gather_completions",
     "get_loss",
     "gradient_weight",
     "hinge_loss",

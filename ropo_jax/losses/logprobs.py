@@ -1,8 +1,8 @@
 """Token and sequence log-probabilities, and the one weighted reduction (SPEC §1).
 
 Sequence log-probabilities are sums of per-token log-probs over response tokens only, in float32.
-Shape key: B batch, T length, V vocabulary, D model width, C chunk length, N chunks,
-R token rows, S sequences.
+Shape key: B batch, T length, V vocabulary, D model width, C chunk length (in
+``gather_completions``: completion positions per row), N chunks, R token rows, S sequences.
 """
 
 from __future__ import annotations
@@ -55,6 +55,32 @@ def chunked_token_logps(
 
     logps_NBC = jax.lax.map(chunk_logps, (hidden_NBCD, targets_NBC))
     return logps_NBC.swapaxes(0, 1).reshape(batch, num_chunks * chunk_size)[:, :length]
+
+
+def gather_completions(
+    hidden_RTD: jax.Array,
+    tokens_RT: jax.Array,
+    loss_mask_RT: jax.Array,
+    sequence_index_RT: jax.Array,
+    completion_positions_RC: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The positions whose logits enter a sequence log-prob, gathered before the LM head.
+
+    ``completion_positions_RC`` lists per row the columns t whose target ``tokens[t + 1]`` is a
+    response token, −1 for padding (see ``ropo_jax.data.batching``). Returns the hidden states
+    [R, C, D] at those columns, their targets [R, C], a mask [R, C] (0 on −1 entries, and
+    wherever the target is not a response token) and the targets' sequence slots [R, C]. Padding
+    entries read column 0 and carry mask 0, so they add nothing to sums or gradients.
+    """
+    length = tokens_RT.shape[1]
+    valid_RC = completion_positions_RC >= 0
+    column_RC = jnp.maximum(completion_positions_RC, 0)
+    target_column_RC = jnp.minimum(column_RC + 1, length - 1)
+    hidden_RCD = jnp.take_along_axis(hidden_RTD, column_RC[..., None], axis=1)
+    targets_RC = jnp.take_along_axis(tokens_RT, target_column_RC, axis=1)
+    mask_RC = valid_RC & (jnp.take_along_axis(loss_mask_RT, target_column_RC, axis=1) != 0)
+    index_RC = jnp.take_along_axis(sequence_index_RT, target_column_RC, axis=1)
+    return hidden_RCD, targets_RC, mask_RC, index_RC
 
 
 def sequence_logps(logps_BT: jax.Array, mask_BT: jax.Array, *, average: bool = False) -> jax.Array:

@@ -12,6 +12,8 @@ from ropo_jax.errors import UserError
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# Attention kernels (ropo_jax.models.attention): "auto" picks per backend at trace time.
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")
 
 
 class ConfigError(UserError, ValueError):
@@ -52,7 +54,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat_policy: str = "none"  # see REMAT_POLICIES
     scan_layers: bool = True
-    attention_impl: str | None = None  # jax.nn.dot_product_attention `implementation`
+    # One of ATTENTION_IMPLS (see ropo_jax.models.attention); None, the value before "auto"
+    # existed (older checkpoint records), is read as "xla", what it ran then.
+    attention_impl: str | None = "auto"
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -66,6 +70,12 @@ class ModelConfig:
             )
         if self.remat_policy not in REMAT_POLICIES:
             raise ConfigError(f"remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
+        if self.attention_impl is None:
+            object.__setattr__(self, "attention_impl", "xla")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(
+                f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}"
+            )
         if self.architecture not in SUPPORTED_ARCHITECTURES.values():
             raise ConfigError(f"architecture={self.architecture!r}: use 'llama' or 'mistral'")
 

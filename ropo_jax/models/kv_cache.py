@@ -13,8 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ropo_jax.models.attention import Masking, attention_mask, self_attention_masking
 from ropo_jax.models.config import ModelConfig
-from ropo_jax.models.layers import attention_mask
 from ropo_jax.models.transformer import embed, final_norm, logits_from_hidden, run_layers
 
 
@@ -37,11 +37,10 @@ def prefill(config: ModelConfig, params, tokens_BT, cache: dict, *, lengths_B) -
     positions_BT = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     valid_BT = positions_BT < lengths_B[:, None]
     segments_BT = valid_BT.astype(jnp.int32)
-    mask_B1TS = attention_mask(
-        positions_BT, segments_BT, positions_BT, segments_BT, config.sliding_window
-    )
+    # Self-attention over the prompts: the configured kernel (cudnn/splash on GPU/TPU).
+    masking = self_attention_masking(config, positions_BT, segments_BT)
     x_BTD, (keys_LBTKH, values_LBTKH) = run_layers(
-        config, params["layers"], embed(config, params, tokens_BT), positions_BT, mask_B1TS
+        config, params["layers"], embed(config, params, tokens_BT), positions_BT, masking
     )
     last_BD = jnp.take_along_axis(x_BTD, (lengths_B - 1)[:, None, None], axis=1)
     logits_BV = logits_from_hidden(config, params, final_norm(config, params, last_BD))[:, 0]
@@ -69,12 +68,22 @@ def decode_step(config: ModelConfig, params, tokens_B, cache: dict) -> tuple:
     written_BS = slots_S[None, :] == positions_B1
     key_valid_BS = cache["valid"] | written_BS
     key_positions_BS = jnp.where(written_BS, positions_B1, cache["positions"])
-    mask_B1TS = attention_mask(
+    # One query against the cache (T = 1 ≠ S): the xla kernel with its dense mask.
+    query_segments_B1 = jnp.ones_like(positions_B1)
+    key_segments_BS = key_valid_BS.astype(jnp.int32)
+    masking = Masking(
+        "xla",
         positions_B1,
-        jnp.ones_like(positions_B1),
+        query_segments_B1,
         key_positions_BS,
-        key_valid_BS.astype(jnp.int32),
-        config.sliding_window,
+        key_segments_BS,
+        attention_mask(
+            positions_B1,
+            query_segments_B1,
+            key_positions_BS,
+            key_segments_BS,
+            config.sliding_window,
+        ),
     )
 
     def make_kv_fn(layer_cache):
@@ -92,7 +101,7 @@ def decode_step(config: ModelConfig, params, tokens_B, cache: dict) -> tuple:
         params["layers"],
         embed(config, params, tokens_B[:, None]),
         positions_B1,
-        mask_B1TS,
+        masking,
         kv_fn_xs=(make_kv_fn, (cache["keys"], cache["values"])),
     )
     logits_BV = logits_from_hidden(config, params, final_norm(config, params, x_B1D))[:, 0]

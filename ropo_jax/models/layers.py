@@ -1,8 +1,9 @@
 """Llama/Mistral decoder layer in Flax NNX: RMSNorm, RoPE, grouped-query attention, SwiGLU.
 
 Every parameter carries its logical axis names as ``logical_axes`` metadata (mapped to mesh axes
-by ``ropo_jax.sharding``). Attention goes through ``jax.nn.dot_product_attention`` with one
-boolean mask combining causality, segments (packing and padding) and the sliding window.
+by ``ropo_jax.sharding``). The attention kernel itself (XLA with one boolean mask combining
+causality, segments and the sliding window; cuDNN flash; Pallas splash) is chosen and called in
+``ropo_jax.models.attention``.
 
 Shape key: B batch, T query length, S key length, D width, N query heads, K kv heads,
 H head dim, F MLP width, L layers.
@@ -16,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ropo_jax.models.attention import Masking, attend
+from ropo_jax.models.attention import attention_mask as attention_mask  # re-export
 from ropo_jax.models.config import ModelConfig
 from ropo_jax.sharding import constrain
 
@@ -76,29 +79,6 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq_H2: jax.Arra
     return (x32_BTNH * cos_BT1H + rotated_BTNH * sin_BT1H).astype(x_BTNH.dtype)
 
 
-def attention_mask(
-    query_positions_BT: jax.Array,
-    query_segments_BT: jax.Array,
-    key_positions_BS: jax.Array,
-    key_segments_BS: jax.Array,
-    sliding_window: int | None,
-) -> jax.Array:
-    """[B, 1, T, S] boolean: same nonzero segment, key not after the query, inside the window.
-
-    Positions restart at 0 in every packed segment, so "same segment and key position ≤ query
-    position" is causality within each packed sequence; segment 0 is padding.
-    """
-    q_pos_BT1 = query_positions_BT[:, :, None]
-    k_pos_B1S = key_positions_BS[:, None, :]
-    mask_BTS = (query_segments_BT[:, :, None] == key_segments_BS[:, None, :]) & (
-        key_segments_BS[:, None, :] != 0
-    )
-    mask_BTS &= k_pos_B1S <= q_pos_BT1
-    if sliding_window is not None:
-        mask_BTS &= q_pos_BT1 - k_pos_B1S < sliding_window
-    return mask_BTS[:, None, :, :]
-
-
 class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         d, n, k, h = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
@@ -115,21 +95,26 @@ class Attention(nnx.Module):
         value_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.v[...].astype(dtype))
         return apply_rope(key_BTKH, positions_BT, inv_freq_H2), value_BTKH
 
-    def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, mask_B1TS):
+    def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking: Masking):
         """Attends the queries of ``x_BTD`` to the given keys/values (this call's own, or a
-        KV cache that already holds them)."""
+        KV cache that already holds them), masked and computed as ``masking`` says."""
         dtype = x_BTD.dtype
         query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q[...].astype(dtype))
         query_BTNH = constrain(
             apply_rope(query_BTNH, positions_BT, inv_freq_H2),
             ("batch", "length", "activation_heads", None),
         )
-        out_BTNH = jax.nn.dot_product_attention(
+        out_BTNH = attend(
+            self.config,
             query_BTNH,
             keys_BSKH.astype(dtype),
             values_BSKH.astype(dtype),
-            mask=mask_B1TS,
-            implementation=self.config.attention_impl,
+            query_positions_BT=masking.query_positions_BT,
+            query_segments_BT=masking.query_segments_BT,
+            key_positions_BS=masking.key_positions_BS,
+            key_segments_BS=masking.key_segments_BS,
+            mask_B1TS=masking.mask_B1TS,
+            impl=masking.impl,
         )
         return jnp.einsum("btnh,nhd->btd", out_BTNH, self.o[...].astype(dtype))
 
@@ -161,14 +146,14 @@ class DecoderLayer(nnx.Module):
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pd)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x_BTD, positions_BT, inv_freq_H2, kv_fn, mask_B1TS):
+    def __call__(self, x_BTD, positions_BT, inv_freq_H2, kv_fn, masking: Masking):
         """One pre-norm block. ``kv_fn(keys, values) -> (keys_all, values_all)`` lets the caller
         splice this call's keys/values into a cache; what it returns is returned too."""
         normed_BTD = self.input_norm(x_BTD)
         keys_BTKH, values_BTKH = self.attn.project_kv(normed_BTD, positions_BT, inv_freq_H2)
         keys_BSKH, values_BSKH = kv_fn(keys_BTKH, values_BTKH)
         x_BTD = x_BTD + self.attn(
-            normed_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, mask_B1TS
+            normed_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking
         )
         x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
         return constrain(x_BTD, ACTIVATION_BTD), (keys_BSKH, values_BSKH)

@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ropo_jax.models.attention import Masking, self_attention_masking
 from ropo_jax.models.config import ModelConfig
 from ropo_jax.models.layers import (
     ACTIVATION_BTD,
     DecoderLayer,
     RMSNorm,
-    attention_mask,
     rope_inverse_frequencies,
 )
 from ropo_jax.sharding import constrain
@@ -109,10 +109,11 @@ _REMAT_POLICIES = {
 
 
 def run_layers(
-    config: ModelConfig, layer_params: dict, x_BTD, positions_BT, mask_B1TS, kv_fn_xs=None
+    config: ModelConfig, layer_params: dict, x_BTD, positions_BT, masking: Masking, kv_fn_xs=None
 ):
-    """Applies the stacked layers. ``kv_fn_xs = (make_kv_fn, xs)`` threads per-layer inputs
-    (a KV cache slice) through the scan: ``make_kv_fn(x)`` builds that layer's ``kv_fn``.
+    """Applies the stacked layers, attending as ``masking`` says. ``kv_fn_xs = (make_kv_fn, xs)``
+    threads per-layer inputs (a KV cache slice) through the scan: ``make_kv_fn(x)`` builds that
+    layer's ``kv_fn``.
     Returns the output activations and the per-layer (keys, values) that the kv_fn returned."""
     inv_freq_H2 = rope_inverse_frequencies(config)
     make_kv_fn, per_layer_xs = kv_fn_xs if kv_fn_xs is not None else (None, None)
@@ -121,7 +122,7 @@ def run_layers(
         params_l, extra_l = inputs
         layer = _bind(lambda: DecoderLayer(config, rngs=nnx.Rngs(0)), params_l)
         kv_fn = (lambda k, v: (k, v)) if make_kv_fn is None else make_kv_fn(extra_l)
-        return layer(x_BTD, positions_BT, inv_freq_H2, kv_fn, mask_B1TS)
+        return layer(x_BTD, positions_BT, inv_freq_H2, kv_fn, masking)
 
     if config.remat_policy != "none":
         layer_fn = jax.checkpoint(layer_fn, policy=_REMAT_POLICIES[config.remat_policy])
@@ -170,11 +171,9 @@ def hidden_states(
     positions_BT, segment_ids_BT = default_positions_and_segments(
         tokens_BT, positions_BT, segment_ids_BT
     )
-    mask_B1TS = attention_mask(
-        positions_BT, segment_ids_BT, positions_BT, segment_ids_BT, config.sliding_window
-    )
+    masking = self_attention_masking(config, positions_BT, segment_ids_BT)
     x_BTD, _ = run_layers(
-        config, params["layers"], embed(config, params, tokens_BT), positions_BT, mask_B1TS
+        config, params["layers"], embed(config, params, tokens_BT), positions_BT, masking
     )
     return final_norm(config, params, x_BTD)
 

@@ -121,7 +121,11 @@ def time_ropo_jax(config, params, data) -> tuple[dict, np.ndarray]:
     # The core: the same jitted function on one resident batch.
     rows = [(i, *data.pair(i), False) for i in range(_BATCH.value)]
     host = batching.collate(
-        rows, num_pairs=_BATCH.value, seq_len=_PROMPT.value + _RESPONSE.value, pad_id=0
+        rows,
+        num_pairs=_BATCH.value,
+        seq_len=_PROMPT.value + _RESPONSE.value,
+        pad_id=0,
+        completion_len=_RESPONSE.value,
     )
     batch = jax.tree.map(jnp.asarray, host)
     jax.block_until_ready(scoring._slot_logps(config, _CHUNK.value, params, batch))

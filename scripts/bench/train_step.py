@@ -8,7 +8,8 @@ scripts/bench/trl_dpo.py hands to transformers) and random tokens: ``--pairs`` p
 optimizer step, every prompt exactly ``--prompt_len`` tokens and every response exactly
 ``--response_len`` (the last one EOS), in the padded row layout of ``ropo_jax.data.batching``:
 2·pairs rows of prompt_len + response_len tokens, no padding at all, the same tokens TRL's
-collator builds.
+collator builds, with completion positions of width response_len: the LM head projects only the
+response positions (``--nocompletion_head``: every position, masked afterwards).
 
 The step is ``ropo_jax.train.make_train_step("preference", ...)`` exactly as ``trainer.run_stage``
 builds it: chunked policy log-probs, the registry loss, AdamW with global-norm clipping, the
@@ -47,10 +48,24 @@ _ATTENTION = flags.DEFINE_enum(
     "cudnn: flash attention on NVIDIA GPUs, bf16 only).",
 )
 _CHUNK = flags.DEFINE_integer("logps_chunk_size", 256, "StepConfig.logps_chunk_size.")
+_COMPLETION_HEAD = flags.DEFINE_bool(
+    "completion_head",
+    True,
+    "Run the LM head on the response positions only (batches carry completion_positions of "
+    "width --response_len); false: on every position, masked afterwards.",
+)
 
 
-def make_batch(config, pairs: int, micro_batches: int, prompt_len: int, response_len: int):
-    """[K, ...] host batch of the trainer's layout, plus cached reference log-probs."""
+def make_batch(
+    config,
+    pairs: int,
+    micro_batches: int,
+    prompt_len: int,
+    response_len: int,
+    completion_head: bool = True,
+):
+    """[K, ...] host batch of the trainer's layout, plus cached reference log-probs. Every
+    response has ``response_len`` tokens, the static completion bound of the batch."""
     prompts, chosen, rejected = common.random_pairs(
         config, pairs, prompt_len, response_len, seed=_STEP.seed.value
     )
@@ -63,10 +78,17 @@ def make_batch(config, pairs: int, micro_batches: int, prompt_len: int, response
         ]
         host_batches.append(
             batching.collate(
-                rows, num_pairs=micro, seq_len=prompt_len + response_len, pad_id=0, packed=False
+                rows,
+                num_pairs=micro,
+                seq_len=prompt_len + response_len,
+                pad_id=0,
+                packed=False,
+                completion_len=response_len,
             )
         )
     batch_K = batches.stack_micro_batches(host_batches)
+    if not completion_head:
+        del batch_K[batching.COMPLETION_KEY]
     # Any finite values do: the reference only shifts the margin, not the work.
     uniform_logps = -response_len * np.log(config.vocab_size)
     for key in ("ref_chosen_logps", "ref_rejected_logps"):
@@ -121,7 +143,14 @@ def main(argv):
     step = train.make_train_step("preference", step_config, config, optimizer)
     batch_K = jax.tree.map(
         jnp.asarray,
-        make_batch(config, pairs, micro_batches, _STEP.prompt_len.value, _STEP.response_len.value),
+        make_batch(
+            config,
+            pairs,
+            micro_batches,
+            _STEP.prompt_len.value,
+            _STEP.response_len.value,
+            _COMPLETION_HEAD.value,
+        ),
     )
     jax.block_until_ready((state, batch_K))
     setup_s = time.perf_counter() - setup_start
@@ -161,6 +190,7 @@ def main(argv):
         ),
         attention_impl=_ATTENTION.value,
         logps_chunk_size=_CHUNK.value,
+        completion_head=_COMPLETION_HEAD.value,
     )
     finalized = metrics.finalize(jax.device_get(sums))
     row.update(
