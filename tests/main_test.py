@@ -262,3 +262,25 @@ def test_rejection_sampling_variant_records_pair_quality_and_suspects(tmp_path):
         check=True,
     )
     assert f"{len(rows)} discarded pairs" in out.stdout and f"| 1 | {rows[0]['id']} |" in out.stdout
+
+
+@pytest.mark.slow
+def test_auto_rho_with_in_batch_filtering_starts_in_round_2(tmp_path):
+    """filter_granularity=batch with ρ=auto: round 1 trains unfiltered (ρ is not known before
+    its first epoch boundary), round 2 drops ⌊ρ̂·B⌋ pairs of every mini-batch."""
+    workdir = str(tmp_path / "batch_auto")
+    _run(
+        workdir,
+        "--config.method=ropo_full",
+        "--config.ropo.filter_ratio=auto",
+        "--config.ropo.filter_granularity=batch",
+        "--config.ropo.rs.enabled=False",
+    )
+    with open(os.path.join(workdir, "results.json")) as f:
+        rate = json.load(f)["filter_ratio_estimate"]["rate"]
+    steps = [r for r in _metrics(workdir) if "filtered_in_batch" in r]
+    per_batch = int(np.floor(rate * 32 + 1e-6))  # the smoke preset's batch of 32 pairs
+    assert per_batch > 0
+    assert all(r["filtered_in_batch"] == 0 for r in steps if r["stage"] == "round_1")
+    round_2 = [r for r in steps if r["stage"] == "round_2"]
+    assert round_2 and all(r["filtered_in_batch"] == per_batch * 4 for r in round_2)
