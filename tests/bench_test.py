@@ -185,3 +185,38 @@ def test_breakdown_times_every_part(outputs):
         "torch_sdpa_causal_fwd_bwd_ms",
     ):
         assert row[key] > 0
+
+
+def test_accelerator_suite_names_real_scripts_and_flags_within_its_budget():
+    """scripts/bench/accelerator_suite.sh, printed with DRY_RUN=1 (it needs a GPU to run):
+    every command names a script of scripts/bench/ and only flags that script (or the shared
+    step flags of common.py) defines, and the parts' time limits add up to ≤ 8 minutes on
+    either branch (with or without TRL)."""
+    import re
+
+    out = subprocess.run(
+        ["bash", os.path.join(BENCH, "accelerator_suite.sh"), "/tmp/unused"],
+        env={**os.environ, "DRY_RUN": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    parts = re.findall(r"^== (\w+) \(≤ (\d+) s\): \S+ (scripts/bench/\S+\.py)(.*)$", out, re.M)
+    assert len(parts) >= 7, out
+    with open(os.path.join(BENCH, "common.py")) as f:
+        shared = f.read()
+    for name, _, script, args in parts:
+        path = os.path.join(ROOT, script)
+        assert os.path.isfile(path), (name, script)
+        with open(path) as f:
+            text = f.read()
+        for flag in re.findall(r"--(\w+)", args):
+            defined = rf"DEFINE_\w+\(\s*\"{flag}\""
+            uses_shared = "define_step_flags" in text and re.search(defined, shared)
+            assert re.search(defined, text) or uses_shared, (name, flag)
+    limits = {name: int(limit) for name, limit, _, _ in parts}
+    with open(os.path.join(BENCH, "accelerator_suite.sh")) as f:
+        fallback = int(re.search(r"run train_step_cudnn (\d+)", f.read()).group(1))
+    assert sum(limits.values()) <= 480
+    assert sum(limits.values()) - limits["vs_trl"] + fallback <= 480
