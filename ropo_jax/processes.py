@@ -9,6 +9,9 @@ workdir on a file system all hosts share (as Orbax checkpoints do).
 
 from __future__ import annotations
 
+import json
+import os
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -39,6 +42,17 @@ def progress(iterable=None, **kwargs) -> tqdm:
     """A tqdm bar shown by process 0 only (``disable=True`` from the caller still hides it)."""
     kwargs["disable"] = kwargs.get("disable", False) or not is_writer()
     return tqdm(iterable, **kwargs)
+
+
+def write_json(path: str, value) -> None:
+    """``value`` as JSON from process 0 only, atomically (a kill leaves the old file or the new
+    one, never half of it)."""
+    if not is_writer():
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
 
 
 def write_npz(path: str, **arrays) -> None:

@@ -8,9 +8,7 @@ Shape key: N original examples, P prompts, K candidates per prompt.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from typing import Any
 
 import jax
@@ -19,7 +17,6 @@ import numpy as np
 
 from ropo_jax import (
     filtering,
-    processes,
     rejection_sampling,
     sampling,
     scoring,
@@ -284,15 +281,6 @@ def rejection_sample(
         metadata=[{"provenance": "rejection_sampling", "round": round_index} for _ in ids],
     )
     return new, records
-
-
-def _write_json(path, value):
-    if not processes.is_writer():
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
 
 
 def schedule_steps(stage: trainer.StageConfig, num_examples: int, ropo: RopoConfig) -> int:

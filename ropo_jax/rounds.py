@@ -95,15 +95,6 @@ class RoundsRun:
         )
 
 
-def _write_json(path, value):
-    if not processes.is_writer():
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
-
-
 # --- ρ = "auto" ---------------------------------------------------------------------------------
 
 
@@ -123,7 +114,7 @@ def estimate_filter_ratio(run: RoundsRun, params, *, where: dict, logps=None) ->
     estimate = {**noise_rate.estimate_flip_rate(margin_N), **where}
     if run.noise_applied:
         estimate["realised_rate"] = float(np.mean(run.train_data.is_flipped))
-    _write_json(os.path.join(run.workdir, ESTIMATE_FILE), estimate)
+    processes.write_json(os.path.join(run.workdir, ESTIMATE_FILE), estimate)
     logging.info("filter_ratio=auto: estimated ρ = %.4f (%s)", estimate["rate"], where)
     return estimate
 
@@ -190,7 +181,7 @@ def _write_scores(run: RoundsRun, round_dir, scores, keep_N, weights_N, filter_n
         kept=keep_N,
         weights_trained=weights_N,
     )
-    _write_json(
+    processes.write_json(
         os.path.join(round_dir, "kept_ids.json"),
         {
             "kept": [data.ids[i] for i in np.flatnonzero(keep_N)],
@@ -283,11 +274,12 @@ def _finish_round(
         "trained_weight_sum": float(weights_t.sum()),
         **(evaluate_round(params, logps.get("heldout")) if evaluate_round is not None else {}),
     }
-    _write_json(os.path.join(round_dir, "eval.json"), summary)
+    processes.write_json(os.path.join(round_dir, "eval.json"), summary)
     run.writer.write({"stage": f"round_{t}", "round": t, **flatten(summary)})
     if processes.is_writer():
         np.save(os.path.join(round_dir, "weights_next.npy"), next_weights_N)
-    _write_json(os.path.join(round_dir, "done.json"), summary)  # last: the round is complete
+    # Last: done.json says the round's files are complete.
+    processes.write_json(os.path.join(round_dir, "done.json"), summary)
     processes.barrier(f"round {t} written")
     logging.info("round %d: %s", t, summary)
     return summary, next_weights_N, new_rs

@@ -95,6 +95,12 @@ def test_smoke_run_writes_every_artefact(uninterrupted):
     train_rows = [r for r in _metrics(uninterrupted) if r["stage"] == "round_1" and "loss" in r]
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]  # preference training learns
     assert os.path.isdir(os.path.join(uninterrupted, "tensorboard"))
+    # A baseline discards nothing; its suspects are the ⌊ρN⌋ pairs with the lowest margin h.
+    scores = np.load(os.path.join(uninterrupted, "round_1", "scores.npz"))
+    with open(os.path.join(uninterrupted, "round_1", "suspects.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    lowest = np.argsort(scores["margin"], kind="stable")[: int(0.2 * len(scores["margin"]))]
+    assert [r["id"] for r in rows] == [str(scores["ids"][i]) for i in lowest]
 
 
 def test_killed_and_rerun_equals_uninterrupted(uninterrupted, tmp_path):
