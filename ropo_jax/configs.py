@@ -23,6 +23,9 @@ def stage_defaults(**overrides) -> ml_collections.ConfigDict:
         max_grad_norm=1.0,
         batch_mode="bucketed",
         max_length=0,  # 0: the prepared data's max_length
+        # Cap on the LM head's response positions per row (the completion-only head's static
+        # bound C); 0: the data's longest response (packed rows: their largest response share).
+        max_completion_tokens=0,
         log_every=10,
         checkpoint_every=100,
         keep_checkpoints=2,

@@ -62,6 +62,7 @@ def stage_config(block: ml_collections.ConfigDict, name: str, kind: str, seed: i
         max_grad_norm=float(block.max_grad_norm),
         batch_mode=block.batch_mode,
         max_length=int(block.max_length) or None,
+        max_completion_tokens=int(block.get("max_completion_tokens", 0)) or None,
         seed=seed,
         log_every=int(block.log_every),
         checkpoint_every=int(block.checkpoint_every),

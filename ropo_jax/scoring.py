@@ -26,9 +26,11 @@ from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.models import ModelConfig
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _slot_logps(model_config: ModelConfig, chunk_size: int, params, batch):
-    logps_S, _ = train.sequence_logps(model_config, params, batch, chunk_size)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _slot_logps(model_config: ModelConfig, chunk_size: int, packed: bool, params, batch):
+    logps_S, _ = train.sequence_logps(
+        model_config, params, batch, chunk_size, one_sequence_per_row=not packed
+    )
     return logps_S, batch["example_index"]
 
 
@@ -59,7 +61,7 @@ def sequence_logps_over(
     for batch in processes.progress(iterator, total=num_batches, desc=desc, unit="batch"):
         device_batch = batches_lib.put_batch(batch, mesh, micro_axis=False)
         logps_S, index_B = processes.fetch(
-            _slot_logps(model_config, chunk_size, params, device_batch)
+            _slot_logps(model_config, chunk_size, mode == "packed", params, device_batch)
         )
         b = len(index_B)
         real = index_B >= 0

@@ -53,6 +53,9 @@ class StepConfig:
     in_batch_filter_ratio: float = 0.0  # ROPO's filter_granularity=batch
     online_reference: bool = False
     nan_policy: str = "skip"
+    # The batches' rows hold one right-padded sequence each (loader modes padded/bucketed, not
+    # packed): lets a "cudnn" model use cuDNN's flash kernel (models.hidden_states).
+    one_sequence_per_row: bool = False
 
     @property
     def loss_hyperparams(self) -> dict[str, Any]:
@@ -87,8 +90,17 @@ def state_shardings(model_config: ModelConfig, optimizer, mesh, abstract_state: 
     return TrainState(param_shardings, opt_shardings, replicated, replicated)
 
 
-def sequence_logps(model_config: ModelConfig, params, batch: dict, chunk_size: int):
+def sequence_logps(
+    model_config: ModelConfig,
+    params,
+    batch: dict,
+    chunk_size: int,
+    *,
+    one_sequence_per_row: bool = False,
+):
     """Per-slot response log-probs [S] and token counts [S] of a batch's token rows (SPEC §1).
+
+    ``one_sequence_per_row``: the rows are not packed (see ``models.hidden_states``).
 
     With ``completion_positions`` in the batch (every loader batch), the LM head and the
     log-softmax run only on the hidden states of those positions, gathered into [R, C, D]
@@ -103,6 +115,7 @@ def sequence_logps(model_config: ModelConfig, params, batch: dict, chunk_size: i
         tokens_RT,
         positions_BT=batch["positions"],
         segment_ids_BT=batch["segment_ids"],
+        one_sequence_per_row=one_sequence_per_row,
     )
     num_slots = 2 * batch["weight"].shape[0]
     if COMPLETION_KEY in batch:
@@ -131,10 +144,13 @@ def sequence_logps(model_config: ModelConfig, params, batch: dict, chunk_size: i
 
 
 def _pair_logps(config: StepConfig, model_config, params, ref_params, batch) -> losses.PairLogps:
-    logps_S, _ = sequence_logps(model_config, params, batch, config.logps_chunk_size)
+    layout = dict(one_sequence_per_row=config.one_sequence_per_row)
+    logps_S, _ = sequence_logps(model_config, params, batch, config.logps_chunk_size, **layout)
     chosen_B, rejected_B = jnp.split(logps_S, 2)
     if config.online_reference:
-        ref_S, _ = sequence_logps(model_config, ref_params, batch, config.logps_chunk_size)
+        ref_S, _ = sequence_logps(
+            model_config, ref_params, batch, config.logps_chunk_size, **layout
+        )
         ref_chosen_B, ref_rejected_B = jnp.split(jax.lax.stop_gradient(ref_S), 2)
     else:
         ref_chosen_B = batch.get("ref_chosen_logps")
@@ -179,7 +195,13 @@ def _sft_micro_step(config: StepConfig, model_config, params, ref_params, batch)
     del ref_params
 
     def nll_sum(p):
-        logps_S, counts_S = sequence_logps(model_config, p, batch, config.logps_chunk_size)
+        logps_S, counts_S = sequence_logps(
+            model_config,
+            p,
+            batch,
+            config.logps_chunk_size,
+            one_sequence_per_row=config.one_sequence_per_row,
+        )
         return -jnp.sum(logps_S), jnp.sum(counts_S)
 
     (loss_sum, token_count), grads = jax.value_and_grad(nll_sum, has_aux=True)(params)

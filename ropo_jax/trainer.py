@@ -44,6 +44,7 @@ class StageConfig:
     max_grad_norm: float = 1.0
     batch_mode: str = "bucketed"
     max_length: int | None = None
+    max_completion_tokens: int | None = None  # None: derived from the data (loader)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -145,6 +146,7 @@ def run_stage(
         num_epochs=None,
         mode=stage.batch_mode,
         max_length=stage.max_length,
+        max_completion_tokens=stage.max_completion_tokens,
         indices=indices,
     )
     start_step, window = 0, None  # window: the sums since the last logged step
@@ -162,6 +164,10 @@ def run_stage(
     if start_step >= total_steps:
         checkpointer.close()
         return state if return_state else state.params
+    # The loader's mode decides the row layout, so the step's attention can rely on it.
+    step_config = dataclasses.replace(
+        step_config, one_sequence_per_row=stage.batch_mode != "packed"
+    )
     step_fn = train.make_train_step(
         stage.kind,
         step_config,

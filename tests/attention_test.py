@@ -3,11 +3,12 @@ and gradients at real tokens) on padded, packed and sliding-window batches with 
 cuDNN lower for TPU and CUDA from this CPU host to their fused kernels; the choice per backend.
 
 Splash runs in the Pallas interpreter here. cuDNN cannot run on CPU: its masks (lengths from
-segment ids, causal flag, window) and its run-time fallback are checked through jax's XLA
-reference of the same call (``implementation="xla"``), and its kernel by lowering for CUDA.
+segment ids, causal flag, window) are checked through jax's XLA reference of the same call
+(``implementation="xla"``), its kernel and its static layout choice by lowering for CUDA.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -79,31 +80,28 @@ def _run(fn, config, positions, segments, qkvc):
 
 def _cudnn_masks_on_xla(config, q, k, v, **kw):
     return attention._cudnn_attention(
-        config,
-        q,
-        k,
-        v,
-        kw["query_positions_BT"],
-        kw["query_segments_BT"],
-        kw["key_positions_BS"],
-        kw["key_segments_BS"],
-        implementation="xla",
+        config, q, k, v, kw["query_segments_BT"], implementation="xla"
     )
 
 
 IMPLS_ON_CPU = {
+    "blocked": functools.partial(attention.attend, impl="blocked"),
     "splash": functools.partial(attention.attend, impl="splash"),
     "cudnn_masks": _cudnn_masks_on_xla,
 }
-# (a) right-padded rows, (b) packed rows, (c) a sliding window shorter than the sequence: for
-# splash over packed rows; for the cuDNN masks over padded rows, the flash branch (packed rows
-# take its xla fallback, whose branch choice test_cudnn_takes_the_flash_branch… checks).
+# (a) right-padded rows, (b) packed rows, (c) a sliding window shorter than the sequence, (d)
+# left-padded rows (sampling's prompts). cuDNN only ever sees one right-padded sequence per row
+# (self_attention_masking gives every other layout to xla: test_cudnn_layout_is_static…).
 CASES = [
+    ("blocked", "padded", None),
+    ("blocked", "packed", None),
+    ("blocked", "packed", WINDOW),
+    ("blocked", "padded", WINDOW),
+    ("blocked", "left_padded", None),
     ("splash", "padded", None),
     ("splash", "packed", None),
     ("splash", "packed", WINDOW),
     ("cudnn_masks", "padded", None),
-    ("cudnn_masks", "packed", None),
     ("cudnn_masks", "padded", WINDOW),
 ]
 
@@ -122,12 +120,40 @@ def test_matches_xla_attention(impl, kind, window):
     assert np.all(np.isfinite(got_out))
 
 
-def test_cudnn_takes_the_flash_branch_only_for_one_padded_sequence_per_row():
+def test_one_sequence_per_row_recognises_the_layouts():
     fits = {
-        kind: bool(attention._one_padded_sequence_per_row(*_layout(kind)))
+        kind: bool(attention.one_sequence_per_row(*_layout(kind)))
         for kind in ("padded", "packed", "left_padded")
     }
     assert fits == {"padded": True, "packed": False, "left_padded": False}
+
+
+@pytest.mark.parametrize(
+    "batch,seq_len,want", [(32, 128, 32), (16, 256, 32), (8, 512, 32), (1, 64, 32), (64, 2048, 128)]
+)
+def test_blocked_query_block(batch, seq_len, want):
+    # tiny: 4 heads. ≤ 2 MiB of float32 scores per block, ≥ 16 queries, ≤ 16 blocks.
+    assert attention.blocked_query_block(batch, 4, seq_len) == want
+
+
+def test_blocked_skips_the_masked_upper_triangle():
+    # T = 128 in blocks of 64 (3 rows): the score matmuls see 64 and 128 keys, never 2 × 128.
+    config = TINY.replace(attention_impl="blocked")
+    positions, segments = _layout("padded")
+    q, k, v, _ = _qkv()
+    assert attention.blocked_query_block(B, N, T) == 64
+    fn = functools.partial(
+        attention.attend,
+        config,
+        query_positions_BT=positions,
+        query_segments_BT=segments,
+        key_positions_BS=positions,
+        key_segments_BS=segments,
+    )
+    text = jax.jit(fn).lower(q, k, v).as_text()
+    score_shapes = set(re.findall(rf"tensor<{B}x{K}x{N // K}x(\d+)x(\d+)xf32>", text))
+    score_shapes = {shape for shape in score_shapes if shape[1] != "1"}  # not softmax's max/sum
+    assert score_shapes == {("64", "64"), ("64", "128")}, score_shapes
 
 
 def _lowered(fn, platform, *args):
@@ -211,10 +237,36 @@ def test_full_model_lowers_with_fused_kernels(fake_cudnn):
     assert _cudnn_calls(_lowered(loss_fn(gpu), "cuda", params))
 
 
+@pytest.mark.parametrize("promise", [True, False])
+def test_cudnn_layout_is_static(fake_cudnn, promise):
+    # With the caller's promise of one right-padded sequence per row the model lowers to cuDNN
+    # flash attention only; without it (packed rows) to the xla attention only. Either way one
+    # attention per layer and no run-time branch between them.
+    config = TINY.replace(dtype="bfloat16", attention_impl="cudnn")
+    positions, segments = _layout("padded" if promise else "packed")
+    tokens = jnp.zeros((B, T), jnp.int32)
+    params = jax.eval_shape(lambda: models_lib.init_params(config, jax.random.key(0)))
+
+    def loss(p):
+        logits = models_lib.forward(
+            config,
+            p,
+            tokens,
+            positions_BT=positions,
+            segment_ids_BT=segments,
+            one_sequence_per_row=promise,
+        )
+        return jnp.sum(logits)
+
+    text = _lowered(jax.grad(loss), "cuda", params)
+    assert bool(_cudnn_calls(text)) == promise
+    assert "stablehlo.case" not in text and "stablehlo.if" not in text
+
+
 def test_model_logits_equal_across_cpu_implementations():
-    # Packed rows and a Mistral sliding window shorter than the rows; "auto" is xla on CPU.
+    # Packed rows and a Mistral sliding window shorter than the rows; "auto" is blocked on CPU.
     config = TINY.replace(sliding_window=WINDOW, architecture="mistral")
-    assert attention.impl_for(config) == "xla"
+    assert attention.impl_for(config) == "blocked"
     positions, segments = _layout("packed")
     tokens = jax.random.randint(jax.random.key(1), (B, T), 0, TINY.vocab_size)
     params = models_lib.init_params(config, jax.random.key(0))
@@ -225,9 +277,10 @@ def test_model_logits_equal_across_cpu_implementations():
                 params, tokens, positions_BT=positions, segment_ids_BT=segments
             )
         )[real]
-        for impl in ("xla", "splash")
+        for impl in ("xla", "blocked", "splash")
     }
     np.testing.assert_allclose(logits["splash"], logits["xla"], atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(logits["blocked"], logits["xla"], atol=2e-5, rtol=1e-5)
 
 
 def test_kv_cache_decoding_with_splash_prefill_equals_xla():
@@ -273,7 +326,8 @@ def test_splash_under_a_mesh_matches_xla():
     "impl,platform,kwargs,want",
     [
         ("auto", "tpu", {}, "splash"),
-        ("auto", "cpu", {}, "xla"),
+        ("auto", "cpu", {}, "blocked"),
+        ("blocked", "tpu", {}, "blocked"),
         ("auto", "rocm", {"dtype": "bfloat16"}, "xla"),
         ("auto", "gpu", {"dtype": "bfloat16", "head_dim": 128}, "cudnn"),
         ("auto", "cuda", {"dtype": "float16", "head_dim": 64}, "cudnn"),

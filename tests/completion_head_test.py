@@ -12,10 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from ropo_jax import batches, losses, models, train
+from ropo_jax import batches, configs, losses, models, pipeline, train
 from ropo_jax.data import batching
+from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.models import attention
 
 CONFIG = models.ModelConfig(
     vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
@@ -182,7 +184,7 @@ def test_completion_positions_layout():
         [[1, 2, 5, -1, -1, -1], [0, 1, 2, 3, 4, 5], [-1] * 6],
     )
     assert batching.completion_positions(loss_mask).shape == (3, 6)
-    with pytest.raises(ValueError, match="completion bound 5"):
+    with pytest.raises(DataError, match="completion bound 5"):
         batching.completion_positions(loss_mask, 5)
 
 
@@ -242,4 +244,44 @@ def test_loader_width_is_static_and_suffices(mode):
         assert batch[KEY].shape[1] <= seq_len - 1
         if mode == "padded":  # responses of ≤ 10 tokens in rows of 22: C = 16
             assert batch[KEY].shape[1] == 16 < seq_len - 1
+        # The trainer promises cuDNN one right-padded sequence per row unless rows are packed.
+        if mode != "packed":
+            assert attention.one_sequence_per_row(batch["positions"], batch["segment_ids"])
     assert all(len(w) == 1 for w in widths.values())
+
+
+def _loader_data(max_response):
+    pairs = _pairs(40, seed=5, max_prompt=12, max_response=max_response)
+    return PreferenceData.from_token_lists(
+        [str(i) for i, *_ in pairs],
+        [p for _, p, *_ in pairs],
+        [c for _, _, c, *_ in pairs],
+        [r for *_, r, _ in pairs],
+        manifest={"pad_id": 0},
+    )
+
+
+def test_max_completion_tokens_config_key_caps_the_head():
+    block = configs.base_config().train
+    assert block.max_completion_tokens == 0  # default: derived from the data
+    assert pipeline.stage_config(block, "t", "preference", 0).max_completion_tokens is None
+    block.max_completion_tokens = 8
+    stage = pipeline.stage_config(block, "t", "preference", 0)
+    assert stage.max_completion_tokens == 8
+
+    def widths(data):
+        loader = make_loader(
+            data,
+            batch_size=8,
+            mode="padded",
+            shuffle=False,
+            num_epochs=1,
+            shard_index=0,
+            shard_count=1,
+            max_completion_tokens=stage.max_completion_tokens,
+        )
+        return {batch[KEY].shape[1] for batch in loader}
+
+    assert widths(_loader_data(max_response=7)) == {8}  # responses of ≤ 7 tokens fit
+    with pytest.raises(DataError, match="max_completion_tokens"):
+        widths(_loader_data(max_response=12))  # a row needs more: one clear error

@@ -21,21 +21,6 @@ RUNS = {
 }
 
 
-def _attention_ready() -> bool:
-    try:
-        from ropo_jax.models import attention
-    except ImportError:
-        return False
-    return hasattr(attention, "resolve")
-
-
-fused_kernels = pytest.mark.xfail(
-    not _attention_ready(),
-    strict=True,
-    reason="ropo_jax.models.attention (attention_impl=auto|xla|cudnn|splash) has not landed",
-)
-
-
 @pytest.fixture(scope="module")
 def rows():
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", OMP_WAIT_POLICY="PASSIVE")
@@ -84,14 +69,12 @@ def test_float32_keeps_xla_attention_on_cuda(rows):
     assert not any(t.startswith("__cudnn") for t in row["custom_calls"])
 
 
-@fused_kernels
 def test_tpu_uses_splash(rows):
     assert rows["tpu"]["attention_impl"] == "splash"
     assert "tpu_custom_call" in rows["tpu"]["custom_calls"]
     assert rows["tpu"]["attention_kernel"] == "splash"
 
 
-@fused_kernels
 def test_cuda_uses_cudnn_flash(rows):
     assert rows["cuda"]["attention_impl"] == "cudnn"
     assert any(t.startswith("__cudnn$fmha") for t in rows["cuda"]["custom_calls"])

@@ -115,6 +115,7 @@ STAGE_RULES = {
     "max_grad_norm": real(0),  # 0: no clipping
     "batch_mode": one_of(MODES),
     "max_length": integer(0),  # 0: the prepared data's max_length
+    "max_completion_tokens": integer(0),  # 0: the data's longest response
     "log_every": POSITIVE,
     "checkpoint_every": POSITIVE,
     "keep_checkpoints": POSITIVE,

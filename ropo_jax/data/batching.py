@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ropo_jax.data.errors import DataError
+
 TOKEN_KEYS = ("tokens", "positions", "segment_ids", "loss_mask", "sequence_index")
 PAIR_KEYS = ("example_index", "weight", "is_flipped", "chosen_lengths", "rejected_lengths")
 COMPLETION_KEY = "completion_positions"
@@ -73,14 +75,14 @@ def completion_positions(loss_mask_RT: np.ndarray, width: int | None = None) -> 
 
     ``width`` None: T − 1 (every position; a shape fixed by T alone, but no saving in the LM
     head), so callers pass a tighter static bound: ``completion_bound``'s, or the longest
-    response when they know it. Raises ValueError when a row has more response tokens.
+    response when they know it. Raises DataError when a row has more response tokens.
     """
     target_mask_RT = np.asarray(loss_mask_RT)[:, 1:] != 0
     counts_R = target_mask_RT.sum(axis=1)
     need = int(counts_R.max()) if counts_R.size else 0
     width = max(1, target_mask_RT.shape[1]) if width is None else int(width)
     if need > width:
-        raise ValueError(
+        raise DataError(
             f"a row holds {need} response tokens, more than the completion bound {width}; "
             "raise max_completion_tokens (or leave it unset to derive it from the data)"
         )

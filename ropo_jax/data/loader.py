@@ -135,6 +135,15 @@ class BatchPlan:
         self.response_lengths = responses.reshape(-1)
         self.prompt_lengths = np.repeat(data.lengths[:, 0], responses.shape[1])
         self.max_completion_tokens = max_completion_tokens
+        longest = int(self.response_lengths.max(initial=0))
+        cap = max_completion_tokens
+        if cap is not None and mode != "packed" and cap < longest:
+            # One sequence per row: the longest response is exactly what some row will need.
+            raise DataError(
+                f"max_completion_tokens={max_completion_tokens} is below the longest response "
+                f"of this data ({longest} tokens), so the LM head would miss response tokens; "
+                f"set train.max_completion_tokens >= {longest}, or 0 to derive it from the data"
+            )
         n = self.indices.size
         self.batches_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
         if self.batches_per_epoch == 0:

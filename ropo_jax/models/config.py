@@ -11,9 +11,18 @@ from typing import Any
 from ropo_jax.errors import UserError
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# Named in ropo_jax.models.remat (what each keeps for the backward pass).
+REMAT_POLICIES = (
+    "none",
+    "dots",
+    "dots_no_batch",
+    "qkv_attention",
+    "attention_out",
+    "offload_dots",
+    "full",
+)
 # Attention kernels (ropo_jax.models.attention): "auto" picks per backend at trace time.
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")
+ATTENTION_IMPLS = ("auto", "xla", "blocked", "cudnn", "splash")
 
 
 class ConfigError(UserError, ValueError):

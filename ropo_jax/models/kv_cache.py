@@ -38,7 +38,7 @@ def prefill(config: ModelConfig, params, tokens_BT, cache: dict, *, lengths_B) -
     valid_BT = positions_BT < lengths_B[:, None]
     segments_BT = valid_BT.astype(jnp.int32)
     # Self-attention over the prompts: the configured kernel (cudnn/splash on GPU/TPU).
-    masking = self_attention_masking(config, positions_BT, segments_BT)
+    masking = self_attention_masking(config, positions_BT, segments_BT, one_sequence_per_row=True)
     x_BTD, (keys_LBTKH, values_LBTKH) = run_layers(
         config, params["layers"], embed(config, params, tokens_BT), positions_BT, masking
     )

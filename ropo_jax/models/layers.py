@@ -16,6 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from ropo_jax.models.attention import Masking, attend
 from ropo_jax.models.attention import attention_mask as attention_mask  # re-export
@@ -93,6 +94,8 @@ class Attention(nnx.Module):
         dtype = x_BTD.dtype
         key_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.k[...].astype(dtype))
         value_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.v[...].astype(dtype))
+        key_BTKH = checkpoint_name(key_BTKH, "key_proj")
+        value_BTKH = checkpoint_name(value_BTKH, "value_proj")
         return apply_rope(key_BTKH, positions_BT, inv_freq_H2), value_BTKH
 
     def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking: Masking):
@@ -100,6 +103,7 @@ class Attention(nnx.Module):
         KV cache that already holds them), masked and computed as ``masking`` says."""
         dtype = x_BTD.dtype
         query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q[...].astype(dtype))
+        query_BTNH = checkpoint_name(query_BTNH, "query_proj")
         query_BTNH = constrain(
             apply_rope(query_BTNH, positions_BT, inv_freq_H2),
             ("batch", "length", "activation_heads", None),
@@ -116,7 +120,10 @@ class Attention(nnx.Module):
             mask_B1TS=masking.mask_B1TS,
             impl=masking.impl,
         )
-        return jnp.einsum("btnh,nhd->btd", out_BTNH, self.o[...].astype(dtype))
+        out_BTNH = checkpoint_name(out_BTNH, "attention_out")
+        return checkpoint_name(
+            jnp.einsum("btnh,nhd->btd", out_BTNH, self.o[...].astype(dtype)), "out_proj"
+        )
 
 
 class MLP(nnx.Module):
@@ -131,11 +138,14 @@ class MLP(nnx.Module):
         dtype = x_BTD.dtype
         gate_BTF = jnp.einsum("btd,df->btf", x_BTD, self.gate[...].astype(dtype))
         up_BTF = jnp.einsum("btd,df->btf", x_BTD, self.up[...].astype(dtype))
-        gate_BTF = constrain(gate_BTF, ("batch", "length", "activation_mlp"))
-        up_BTF = constrain(up_BTF, ("batch", "length", "activation_mlp"))
-        return jnp.einsum(
+        gate_BTF = checkpoint_name(
+            constrain(gate_BTF, ("batch", "length", "activation_mlp")), "mlp_gate"
+        )
+        up_BTF = checkpoint_name(constrain(up_BTF, ("batch", "length", "activation_mlp")), "mlp_up")
+        down_BTD = jnp.einsum(
             "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down[...].astype(dtype)
         )
+        return checkpoint_name(down_BTD, "mlp_down")
 
 
 class DecoderLayer(nnx.Module):

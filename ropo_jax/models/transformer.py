@@ -24,6 +24,7 @@ from ropo_jax.models.layers import (
     RMSNorm,
     rope_inverse_frequencies,
 )
+from ropo_jax.models.remat import remat_layer
 from ropo_jax.sharding import constrain
 
 Params = dict
@@ -101,13 +102,6 @@ def _modules_names(config: ModelConfig) -> tuple[str, ...]:
     return ("embed", "final_norm") + (() if config.tie_word_embeddings else ("lm_head",))
 
 
-_REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
-
 def run_layers(
     config: ModelConfig, layer_params: dict, x_BTD, positions_BT, masking: Masking, kv_fn_xs=None
 ):
@@ -124,8 +118,7 @@ def run_layers(
         kv_fn = (lambda k, v: (k, v)) if make_kv_fn is None else make_kv_fn(extra_l)
         return layer(x_BTD, positions_BT, inv_freq_H2, kv_fn, masking)
 
-    if config.remat_policy != "none":
-        layer_fn = jax.checkpoint(layer_fn, policy=_REMAT_POLICIES[config.remat_policy])
+    layer_fn = remat_layer(layer_fn, config.remat_policy)
     if config.scan_layers:
         return jax.lax.scan(layer_fn, x_BTD, (layer_params, per_layer_xs))
     kv_per_layer = []
@@ -160,18 +153,50 @@ def final_norm(config: ModelConfig, params: Params, x_BTD) -> jax.Array:
     return _bind(lambda: _final_norm(config), params["final_norm"])(x_BTD)
 
 
+def compute_params(config: ModelConfig, params: Params) -> Params:
+    """``params`` with the stacked layer weights in the compute dtype, cast once per forward.
+
+    The layers cast each weight at its use anyway; casting the stack first means the scanned
+    (and rematerialised) layers find the compute-dtype copy ready, and with FSDP the all-gather
+    moves bf16 instead of float32. The gradient still flows to the float32 parameters. The
+    embedding table is left alone: its lookup's gradient is a scatter-add, which must accumulate
+    in float32.
+    """
+    dtype = jnp.dtype(config.dtype)
+    layers = jax.tree.map(
+        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+        params["layers"],
+    )
+    return {**params, "layers": layers}
+
+
 def hidden_states(
-    config: ModelConfig, params: Params, tokens_BT, *, positions_BT=None, segment_ids_BT=None
+    config: ModelConfig,
+    params: Params,
+    tokens_BT,
+    *,
+    positions_BT=None,
+    segment_ids_BT=None,
+    one_sequence_per_row: bool | None = None,
 ) -> jax.Array:
     """Final-norm hidden states [B, T, D]; ``forward == hidden_states @ unembedding``.
 
     ``segment_ids_BT``: 0 marks padding, 1..k the packed sequences of a row; attention stays
     within a segment and is causal by ``positions_BT`` (which restart per packed sequence).
+    ``one_sequence_per_row``: the caller's static promise that every row is one sequence from
+    column 0 followed by right padding (lets a "cudnn" model use cuDNN's flash kernel; see
+    ``attention.self_attention_masking``). Default: true only when neither positions nor
+    segment ids are given (every row is then one unpadded sequence).
     """
+    if one_sequence_per_row is None:
+        one_sequence_per_row = positions_BT is None and segment_ids_BT is None
     positions_BT, segment_ids_BT = default_positions_and_segments(
         tokens_BT, positions_BT, segment_ids_BT
     )
-    masking = self_attention_masking(config, positions_BT, segment_ids_BT)
+    masking = self_attention_masking(
+        config, positions_BT, segment_ids_BT, one_sequence_per_row=one_sequence_per_row
+    )
+    params = compute_params(config, params)
     x_BTD, _ = run_layers(
         config, params["layers"], embed(config, params, tokens_BT), positions_BT, masking
     )
@@ -194,10 +219,22 @@ def logits_from_hidden(config: ModelConfig, params: Params, hidden_BTD) -> jax.A
 
 
 def forward(
-    config: ModelConfig, params: Params, tokens_BT, *, positions_BT=None, segment_ids_BT=None
+    config: ModelConfig,
+    params: Params,
+    tokens_BT,
+    *,
+    positions_BT=None,
+    segment_ids_BT=None,
+    one_sequence_per_row: bool | None = None,
 ) -> jax.Array:
-    """Logits [B, T, V] in float32 (the public contract of ARCHITECTURE.md)."""
+    """Logits [B, T, V] in float32 (the project's public model contract; ``hidden_states``
+    explains the keyword arguments)."""
     hidden_BTD = hidden_states(
-        config, params, tokens_BT, positions_BT=positions_BT, segment_ids_BT=segment_ids_BT
+        config,
+        params,
+        tokens_BT,
+        positions_BT=positions_BT,
+        segment_ids_BT=segment_ids_BT,
+        one_sequence_per_row=one_sequence_per_row,
     )
     return logits_from_hidden(config, params, hidden_BTD)

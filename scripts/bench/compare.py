@@ -27,6 +27,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
+from ropo_jax.models.config import ATTENTION_IMPLS
+
 _CONFIGS = flags.DEFINE_list(
     "configs", ["tiny:8:32:32"], "preset:pairs:prompt_len:response_len, comma-separated."
 )
@@ -40,7 +42,7 @@ _ONLINE = flags.DEFINE_bool("online_ref", False, "Reference forward inside the s
 _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-batches.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens.")
 _ATTENTION = flags.DEFINE_enum(
-    "ropo_attention_impl", None, ["xla", "cudnn"], "train_step.py --attention_impl."
+    "ropo_attention_impl", "auto", list(ATTENTION_IMPLS), "train_step.py --attention_impl."
 )
 _TORCH_THREADS = flags.DEFINE_integer("trl_torch_threads", 0, "trl_dpo.py --torch_threads.")
 _OMP_WAIT = flags.DEFINE_enum(

@@ -174,6 +174,7 @@ def lower(platform: str) -> dict:
         hyperparams=tuple(sorted(common.LOSS_HYPERPARAMS.get(_LOSS.value, {}).items())),
         logps_chunk_size=_CHUNK.value,
         online_reference=_ONLINE_REF.value,
+        one_sequence_per_row=True,  # abstract_batch: padded rows, as the bucketed loader gives
     )
     step = train.make_train_step("preference", step_config, config, optimizer)
     batch = abstract_batch(pairs, micro_batches, _PROMPT.value, _RESPONSE.value)

@@ -38,14 +38,16 @@ import common
 
 from ropo_jax import batches, losses, metrics, models, optim, train
 from ropo_jax.data import batching
+from ropo_jax.models import attention
+from ropo_jax.models.config import ATTENTION_IMPLS
 
 _STEP = common.define_step_flags(flags)
 _ATTENTION = flags.DEFINE_enum(
     "attention_impl",
-    None,
-    ["xla", "cudnn"],
-    "jax.nn.dot_product_attention implementation (unset: JAX's default, XLA in jax 0.10; "
-    "cudnn: flash attention on NVIDIA GPUs, bf16 only).",
+    "auto",
+    list(ATTENTION_IMPLS),
+    "ModelConfig.attention_impl (auto: the library default for this backend — blocked on CPU, "
+    "cuDNN flash on NVIDIA GPUs in bf16, splash on TPU; see ropo_jax.models.attention).",
 )
 _CHUNK = flags.DEFINE_integer("logps_chunk_size", 256, "StepConfig.logps_chunk_size.")
 _COMPLETION_HEAD = flags.DEFINE_bool(
@@ -139,6 +141,7 @@ def main(argv):
         hyperparams=tuple(sorted(common.LOSS_HYPERPARAMS.get(_STEP.loss.value, {}).items())),
         logps_chunk_size=_CHUNK.value,
         online_reference=_STEP.online_ref.value,
+        one_sequence_per_row=True,  # every row: one prompt + response, no padding
     )
     step = train.make_train_step("preference", step_config, config, optimizer)
     batch_K = jax.tree.map(
@@ -188,7 +191,7 @@ def main(argv):
         loss_hyperparams=losses.validate_hyperparams(
             _STEP.loss.value, step_config.loss_hyperparams
         ),
-        attention_impl=_ATTENTION.value,
+        attention_impl=attention.impl_for(config),
         logps_chunk_size=_CHUNK.value,
         completion_head=_COMPLETION_HEAD.value,
     )
