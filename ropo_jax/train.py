@@ -239,7 +239,10 @@ def _apply(config: StepConfig, optimizer, state: TrainState, grads, sums):
 
     def update(operand):
         grads, opt_state, params = operand
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        # The clipping in optim.make_optimizer reuses grad_norm (one pass over the gradients).
+        updates, opt_state = optax.with_extra_args_support(optimizer).update(
+            grads, opt_state, params, grad_norm=grad_norm
+        )
         return optax.apply_updates(params, updates), opt_state
 
     operand = (grads, state.opt_state, state.params)

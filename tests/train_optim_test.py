@@ -1,11 +1,15 @@
 """The optax chain: schedules, the weight-decay mask, clipping and argument errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from ropo_jax import models, optim
+from ropo_jax import models, optim, train
+from ropo_jax.data import batching
 
 CONFIG = models.ModelConfig(
     vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
@@ -65,6 +69,42 @@ def test_gradients_are_clipped_to_the_global_norm(max_grad_norm):
     )
     same = np.allclose(_two_updates(optimizer, 100.0), _two_updates(optimizer, 1.0), rtol=1e-6)
     assert same == (max_grad_norm is not None)
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_clipping_with_the_given_norm_equals_optax(scale):
+    rng = np.random.default_rng(0)
+    grads = {"a": jnp.asarray(rng.normal(size=(3, 4)) * scale), "b": jnp.asarray([scale])}
+    want, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    clip = optim.clip_by_global_norm(1.0)
+    for kwargs in ({}, {"grad_norm": optax.tree.norm(grads)}):
+        got, state = clip.update(grads, clip.init(grads), **kwargs)
+        assert state == optax.EmptyState()
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_the_train_step_takes_one_pass_over_the_gradients_for_their_norm():
+    # The step's grad_norm metric and the optimizer's clipping share one global norm: clipping
+    # adds no reduction to the compiled step (a second norm pass would add one per parameter).
+    config = models.ModelConfig.preset("tiny")
+    pairs = [(i, [1, 5, 6], [7, 8, 2], [9, 2], False) for i in range(2)]
+    batch = batching.collate(pairs, num_pairs=2, seq_len=8, pad_id=0, completion_len=4)
+    batch.update(
+        ref_chosen_logps=np.zeros(2, np.float32), ref_rejected_logps=np.zeros(2, np.float32)
+    )
+    batch_K = jax.tree.map(lambda x: jnp.asarray(x)[None], batch)
+
+    def scalar_reductions(max_grad_norm):
+        optimizer = optim.make_optimizer(
+            learning_rate=1e-6, total_steps=10, schedule="constant", max_grad_norm=max_grad_norm
+        )
+        state = jax.eval_shape(lambda: train.init_state(config, optimizer, jax.random.key(0)))
+        step = train.make_train_step("preference", train.StepConfig(), config, optimizer)
+        text = step.lower(state, batch_K, None).compile().as_text()
+        return len(re.findall(r"= f32\[\] reduce\(", text))
+
+    assert scalar_reductions(1.0) == scalar_reductions(None)
 
 
 def _schedule_counts(opt_state):
