@@ -92,10 +92,12 @@ class Attention(nnx.Module):
 
     def project_kv(self, x_BTD, positions_BT, inv_freq_H2):
         dtype = x_BTD.dtype
-        key_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.k[...].astype(dtype))
-        value_BTKH = jnp.einsum("btd,dkh->btkh", x_BTD, self.v[...].astype(dtype))
-        key_BTKH = checkpoint_name(key_BTKH, "key_proj")
-        value_BTKH = checkpoint_name(value_BTKH, "value_proj")
+        # One matmul for keys and values: the weights stacked on a new axis (the kv-head axis
+        # keeps its sharding), measured ~1.4x faster than two on a CPU (docs/PERFORMANCE.md).
+        kv_D2KH = jnp.stack([self.k[...].astype(dtype), self.v[...].astype(dtype)], axis=1)
+        kv_BT2KH = jnp.einsum("btd,dckh->btckh", x_BTD, kv_D2KH)
+        key_BTKH = checkpoint_name(kv_BT2KH[:, :, 0], "key_proj")
+        value_BTKH = checkpoint_name(kv_BT2KH[:, :, 1], "value_proj")
         return apply_rope(key_BTKH, positions_BT, inv_freq_H2), value_BTKH
 
     def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking: Masking):
@@ -136,12 +138,12 @@ class MLP(nnx.Module):
 
     def __call__(self, x_BTD):
         dtype = x_BTD.dtype
-        gate_BTF = jnp.einsum("btd,df->btf", x_BTD, self.gate[...].astype(dtype))
-        up_BTF = jnp.einsum("btd,df->btf", x_BTD, self.up[...].astype(dtype))
-        gate_BTF = checkpoint_name(
-            constrain(gate_BTF, ("batch", "length", "activation_mlp")), "mlp_gate"
-        )
-        up_BTF = checkpoint_name(constrain(up_BTF, ("batch", "length", "activation_mlp")), "mlp_up")
+        # Gate and up in one matmul, stacked on a new axis like the keys and values.
+        gate_up_D2F = jnp.stack([self.gate[...].astype(dtype), self.up[...].astype(dtype)], 1)
+        gate_up_BT2F = jnp.einsum("btd,dcf->btcf", x_BTD, gate_up_D2F)
+        gate_up_BT2F = constrain(gate_up_BT2F, ("batch", "length", None, "activation_mlp"))
+        gate_BTF = checkpoint_name(gate_up_BT2F[:, :, 0], "mlp_gate")
+        up_BTF = checkpoint_name(gate_up_BT2F[:, :, 1], "mlp_up")
         down_BTD = jnp.einsum(
             "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down[...].astype(dtype)
         )
