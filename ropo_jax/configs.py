@@ -66,9 +66,11 @@ def base_config() -> ml_collections.ConfigDict:
             hf_path="",  # a HF model directory (overrides preset)
             dtype="float32",
             param_dtype="float32",
-            remat_policy="none",
+            # "auto": by model size (models.config.AUTO_REMAT); or a named policy of
+            # ropo_jax.models.remat.
+            remat_policy="auto",
             # Attention kernel (ropo_jax.models.attention): auto = splash on TPU, cuDNN flash
-            # on NVIDIA GPUs (bf16/fp16), XLA on CPU; or xla, cudnn, splash.
+            # on NVIDIA GPUs (bf16/fp16), blocked XLA on CPU; or xla, blocked, cudnn, splash.
             attention_impl="auto",
         )
     )

@@ -24,7 +24,7 @@ from ropo_jax.errors import ConfigValueError
 from ropo_jax.eval_generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
 from ropo_jax.models.attention import IMPLS as ATTENTION_IMPLS
-from ropo_jax.models.config import REMAT_POLICIES
+from ropo_jax.models.config import REMAT_CHOICES
 from ropo_jax.optim import SCHEDULES
 from ropo_jax.rejection_sampling import RANKINGS, SELECTIONS
 from ropo_jax.ropo import FILTER_MODES, GRANULARITIES
@@ -153,7 +153,7 @@ MODEL_RULES = {
     "hf_path": STR,
     "dtype": one_of(DTYPES),
     "param_dtype": one_of(DTYPES),
-    "remat_policy": one_of(REMAT_POLICIES),
+    "remat_policy": one_of(REMAT_CHOICES),
     "attention_impl": one_of(ATTENTION_IMPLS),
 }
 ROPO_RULES = {

@@ -21,6 +21,13 @@ REMAT_POLICIES = (
     "offload_dots",
     "full",
 )
+# remat_policy="auto" picks by parameter count, from the per-device memory plans of the presets
+# at their target batch (scripts/memory_plan.py; docs/PERFORMANCE.md "Memory plan of the
+# defaults"): the CPU presets need no remat; tinyllama_1b at 8 pairs × 1024 tokens on one 80 GB
+# GPU needs 185 GiB without remat and 37 GiB saving only q/k/v and the attention output; the
+# 7B/8B presets train fully sharded with full remat.
+AUTO_REMAT = ((1e8, "none"), (3e9, "qkv_attention"), (float("inf"), "full"))
+REMAT_CHOICES = (*REMAT_POLICIES, "auto")
 # Attention kernels (ropo_jax.models.attention): "auto" picks per backend at trace time.
 ATTENTION_IMPLS = ("auto", "xla", "blocked", "cudnn", "splash")
 
@@ -61,7 +68,7 @@ class ModelConfig:
     architecture: str = "llama"  # "llama" | "mistral" (HF class on export)
     dtype: str = "float32"  # compute dtype of matmuls (bfloat16 for speed)
     param_dtype: str = "float32"
-    remat_policy: str = "none"  # see REMAT_POLICIES
+    remat_policy: str = "none"  # see REMAT_POLICIES; "auto" is resolved at construction
     scan_layers: bool = True
     # One of ATTENTION_IMPLS (see ropo_jax.models.attention); None, the value before "auto"
     # existed (older checkpoint records), is read as "xla", what it ran then.
@@ -77,8 +84,12 @@ class ModelConfig:
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
                 "set head_dim explicitly"
             )
+        if self.remat_policy == "auto":
+            count = self.num_params()
+            policy = next(policy for limit, policy in AUTO_REMAT if count < limit)
+            object.__setattr__(self, "remat_policy", policy)
         if self.remat_policy not in REMAT_POLICIES:
-            raise ConfigError(f"remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
+            raise ConfigError(f"remat_policy={self.remat_policy!r} is not one of {REMAT_CHOICES}")
         if self.attention_impl is None:
             object.__setattr__(self, "attention_impl", "xla")
         if self.attention_impl not in ATTENTION_IMPLS:

@@ -53,9 +53,10 @@ def define_step_flags(flags) -> types.SimpleNamespace:
         dtype=flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype."),
         remat=flags.DEFINE_enum(
             "remat",
-            "none",
-            list(models.config.REMAT_POLICIES),
-            "Remat policy (TRL: gradient checkpointing unless none).",
+            "auto",
+            list(models.config.REMAT_CHOICES),
+            "Remat policy; auto: the library default for the preset's size (none below 100M "
+            "parameters). TRL: gradient checkpointing unless it resolves to none.",
         ),
         online_ref=flags.DEFINE_bool(
             "online_ref", False, "Run the reference forward inside the step."
@@ -139,6 +140,8 @@ def timing_fields(times: list[float], *, tokens_per_step: int, pairs_per_step: i
 def step_row(impl, device_name, step, config, times, peak_flops, **settings) -> dict:
     """The JSON row both train-step benchmarks print: the shared flags ``step``
     (``define_step_flags``), side-specific ``settings``, timings and FLOP fields."""
+    from ropo_jax import models
+
     pairs, seq_len = step.pairs.value, step.prompt_len.value + step.response_len.value
     tokens_per_step = 2 * pairs * seq_len  # every token of both sequences of every pair
     row = {
@@ -153,6 +156,10 @@ def step_row(impl, device_name, step, config, times, peak_flops, **settings) -> 
         "loss": step.loss.value,
         "dtype": step.dtype.value,
         "remat": step.remat.value,
+        # what "auto" resolved to for this preset
+        "remat_policy": models.ModelConfig.preset(
+            step.preset.value, remat_policy=step.remat.value
+        ).remat_policy,
         "online_ref": step.online_ref.value,
         "steps": step.steps.value,
         "warmup": step.warmup.value,

@@ -37,7 +37,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per run.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Runs of each side per configuration (alternating).")
 _LOSS = flags.DEFINE_string("loss", "dpo", "Loss (a ropo_jax.losses.LOSSES name).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
-_REMAT = flags.DEFINE_string("remat", "none", "Remat policy (TRL: checkpointing unless none).")
+_REMAT = flags.DEFINE_string(
+    "remat", "auto", "Remat policy (auto: by model size; TRL: checkpointing unless none)."
+)
 _ONLINE = flags.DEFINE_bool("online_ref", False, "Reference forward inside the step.")
 _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-batches.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens.")

@@ -58,7 +58,9 @@ _PRESET = flags.DEFINE_string("preset", "tiny", "Model preset.")
 _PAIRS = flags.DEFINE_integer("pairs", 8, "Preference pairs per optimizer step.")
 _PROMPT = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens of every pair.")
 _RESPONSE = flags.DEFINE_integer("response_len", 32, "Tokens of every response.")
-_REMAT = flags.DEFINE_enum("remat", "none", list(models.config.REMAT_POLICIES), "Remat policy.")
+_REMAT = flags.DEFINE_enum(
+    "remat", "auto", list(models.config.REMAT_CHOICES), "Remat policy (auto: by model size)."
+)
 _ATTENTION = flags.DEFINE_string(
     "attention_impl", "auto", "ModelConfig.attention_impl before resolving for --platform."
 )
@@ -216,6 +218,7 @@ def lower(platform: str) -> dict:
         "micro_batches": micro_batches,
         "dtype": _DTYPE.value,
         "remat": _REMAT.value,
+        "remat_policy": config.remat_policy,
         "loss": _LOSS.value,
         "online_ref": _ONLINE_REF.value,
         "attention_impl_requested": _ATTENTION.value,

@@ -128,11 +128,11 @@ def time_ropo_jax(config, params, data) -> tuple[dict, np.ndarray]:
         completion_len=_RESPONSE.value,
     )
     batch = jax.tree.map(jnp.asarray, host)
-    jax.block_until_ready(scoring._slot_logps(config, _CHUNK.value, params, batch))
+    jax.block_until_ready(scoring._slot_logps(config, _CHUNK.value, False, params, batch))
     calls = []
     for _ in range(max(_REPEATS.value * (_EXAMPLES.value // _BATCH.value), 3)):
         start = time.perf_counter()
-        jax.block_until_ready(scoring._slot_logps(config, _CHUNK.value, params, batch))
+        jax.block_until_ready(scoring._slot_logps(config, _CHUNK.value, False, params, batch))
         calls.append(time.perf_counter() - start)
 
     device = jax.devices()[0]

@@ -145,7 +145,10 @@ def main(argv):
         label_smoothing=hyperparams.get("flip_rate", 0.0) if trl_loss == "robust" else 0.0,
         bf16=_STEP.dtype.value == "bfloat16",
         fp16=False,
-        gradient_checkpointing=_STEP.remat.value != "none",
+        gradient_checkpointing=models.ModelConfig.preset(
+            _STEP.preset.value, remat_policy=_STEP.remat.value
+        ).remat_policy
+        != "none",
         precompute_ref_log_probs=not _STEP.online_ref.value,
         precompute_ref_batch_size=pairs // micro_batches,
         max_length=None,
