@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 import jax
@@ -21,6 +22,7 @@ PEAK_FLOPS = {
     "H200": 989e12,
     "A100": 312e12,
     "L4": 121e12,
+    "L40S": 362e12,
     "A10": 125e12,
     "TPU v4": 275e12,
     "TPU v5 lite": 197e12,
@@ -38,12 +40,27 @@ PAIR_MEAN_KEYS = (
 )
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s_-]+", text.lower()) if w)
+
+
 def device_peak_flops(device: jax.Device | None = None) -> float | None:
-    kind = (device or jax.devices()[0]).device_kind
-    for name, flops in PEAK_FLOPS.items():
-        if name.lower() in kind.lower():
-            return flops
-    return None
+    """The PEAK_FLOPS entry whose name occurs in the device kind as whole words (split at
+    spaces, hyphens and underscores; case-insensitive), the longest such name if several do. A
+    substring test would read "NVIDIA L40S" as an L4 and "NVIDIA A10G" as an A10, and report
+    an MFU against another chip's peak."""
+    kind = _words((device or jax.devices()[0]).device_kind)
+    matches = [
+        name
+        for name in PEAK_FLOPS
+        if any(
+            kind[i : i + len(_words(name))] == _words(name)
+            for i in range(len(kind) - len(_words(name)) + 1)
+        )
+    ]
+    if not matches:
+        return None
+    return PEAK_FLOPS[max(matches, key=lambda name: len(_words(name)))]
 
 
 def flops_per_token(config: ModelConfig, seq_len: int, *, backward: bool = True) -> float:

@@ -76,16 +76,41 @@ def test_restores_onto_another_mesh(tmp_path):
 
 
 def test_another_models_checkpoint_is_refused_before_reading_arrays(tmp_path):
+    """The mismatch is found in the JSON record alone: no restore of the train state is ever
+    asked for (restoring 32-wide arrays into 48-wide targets could fail with an Orbax shape
+    error instead, or read gigabytes first). The spy sees the state restore of a matching
+    checkpoint, so its silence on the mismatch means something."""
     state, _ = _state()
     ckpt = checkpoint.Checkpointer(str(tmp_path))
     ckpt.save(1, state, {"model_config": checkpoint.config_record(CONFIG)})
     ckpt.close()
+
+    def spied():
+        reader = checkpoint.Checkpointer(str(tmp_path))
+        items, restore = [], reader._manager.restore
+
+        def spy(step, args=None, **kwargs):
+            items.append(sorted(args.keys()))
+            return restore(step, args=args, **kwargs)
+
+        reader._manager.restore = spy
+        return reader, items
+
     other = CONFIG.replace(hidden_size=48)
     other_state, _ = _state(other)
+    reader, items = spied()
     with pytest.raises(checkpoint.CheckpointMismatch, match="hidden_size: 32 in checkpoint vs 48"):
-        checkpoint.Checkpointer(str(tmp_path)).restore(
+        reader.restore(
             _abstract(other_state), expect={"model_config": checkpoint.config_record(other)}
         )
+    assert items == [["record"]]
+
+    reader, items = spied()
+    restored, _ = reader.restore(
+        _abstract(state), expect={"model_config": checkpoint.config_record(CONFIG)}
+    )
+    assert items == [["record"], ["state"]]
+    _assert_same(restored, state)
 
 
 def test_rng_and_step_survive_the_round_trip(tmp_path):

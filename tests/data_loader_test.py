@@ -206,6 +206,7 @@ def test_noise_keyed_by_seed_and_id_not_position():
     assert (full != other_seed).any()
 
 
+@pytest.mark.e2e
 def test_noise_identical_across_processes():
     code = (
         "import numpy as np, sys; from ropo_jax.data.noise import NoiseConfig, apply_noise;"
@@ -411,6 +412,7 @@ def test_tfds_builders_end_to_end(tmp_path):
     assert all(np.isnan(hh[i]["score_chosen"]) for i in range(5))
 
 
+@pytest.mark.e2e
 def test_padding_efficiency_script_runs():
     out = subprocess.run(
         [

@@ -56,6 +56,7 @@ def duplicated(tmp_path):
     )
 
 
+@pytest.mark.e2e
 def test_cli_keeps_exact_duplicates_under_new_ids(tmp_path, duplicated):
     out = tmp_path / "out"
     result = _run_cli(
@@ -75,6 +76,7 @@ def test_cli_keeps_exact_duplicates_under_new_ids(tmp_path, duplicated):
     assert not os.path.exists(out / "skipped.jsonl")
 
 
+@pytest.mark.e2e
 def test_cli_dedupe_drops_exact_duplicates(tmp_path, duplicated):
     out = tmp_path / "out"
     result = _run_cli(
@@ -96,6 +98,7 @@ def test_cli_dedupe_drops_exact_duplicates(tmp_path, duplicated):
     assert data.manifest["dedupe"] is True
 
 
+@pytest.mark.e2e
 def test_cli_same_id_different_content_fails_then_skips(tmp_path):
     path = _write(
         tmp_path / "conflict.jsonl",

@@ -338,6 +338,7 @@ def _run_cli(*args):
     return run_module("ropo_jax.data.prepare", *args, timeout=120)
 
 
+@pytest.mark.e2e
 def test_cli_alpaca_fails_then_skips(tmp_path, word_tokenizer):
     args = [
         "--format=alpaca_comparison",
@@ -374,6 +375,7 @@ def test_cli_alpaca_fails_then_skips(tmp_path, word_tokenizer):
     ]
 
 
+@pytest.mark.e2e
 def test_cli_missing_tokenizer_and_input(tmp_path):
     result = _run_cli(
         "--format=jsonl",

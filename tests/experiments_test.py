@@ -42,8 +42,15 @@ def _data_inputs(config):
 def test_config_builds(path):
     module = _load(path)
     config = module.get_config(None)
-    assert config.method and config.seed is not None
+    from ropo_jax.config_validation.rules import METHODS
+
+    assert config.method in METHODS, config.method
     smoke = module.get_config("smoke")
+    # The training seed is a plain integer a PRNG key takes (not a string or float a typo in a
+    # config would make), and a smoke variant trains with its full config's seed: the variants
+    # differ in size, not in randomness.
+    assert type(config.seed) is int and config.seed >= 0, config.seed
+    assert smoke.seed == config.seed
     # Smoke variants run on CPU in seconds: the tiny preset with random weights, on the
     # generated synthetic task or on the small fixture files of the repository.
     assert smoke.model.preset == "tiny" and not smoke.model.hf_path
@@ -126,6 +133,7 @@ def test_paper_smoke_differs_only_in_size(path):
     assert smoke.data.raw.format == os.path.splitext(os.path.basename(path))[0]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", SMOKE_RUNS)
 def test_smoke_variant_runs(path, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -171,6 +179,7 @@ def test_sweep_runs_build(path, arg):
     sweep_module = _load(os.path.join("scripts", "run_sweep.py"))
     runs = sweep_module.load_sweep(f"{os.path.join(ROOT, path)}:{arg}")
     assert runs
+    seeds_of_variant = {}
     for run in runs:
         config_path, _, config_arg = run["config"].partition(":")
         config = _load(config_path).get_config(config_arg or None)
@@ -185,6 +194,16 @@ def test_sweep_runs_build(path, arg):
         pipeline.noise_config(config)
         pipeline.loss_hyperparams(config, "ropo" if config.method == "ropo_full" else config.method)
         pipeline.ropo_config(config)
+        # A run named ..._seedN trains (and draws its label noise) with seed N: a sweep that
+        # names its seeds but forgets to set them would repeat one run N times.
+        variant, _, seed = run["name"].rpartition("_seed")
+        if seed.isdigit():
+            assert config.seed == int(seed), run["name"]
+            if "noise.seed" in run["overrides"]:
+                assert config.noise.seed == int(seed), run["name"]
+            seeds_of_variant.setdefault(variant, []).append(config.seed)
+    for variant, seeds in seeds_of_variant.items():
+        assert len(set(seeds)) == len(seeds), f"{path}:{arg}: {variant} repeats a seed"
 
 
 def test_noise_rate_sweep_covers_the_paper_grid():

@@ -250,6 +250,7 @@ def _cli(*args):
     return run_module("ropo_jax.export", *args, env=ENV)
 
 
+@pytest.mark.e2e
 def test_command_line_exports_a_run(trained_workdir, tmp_path):
     workdir, config, trained = trained_workdir
     out = str(tmp_path / "exported")
@@ -271,6 +272,7 @@ def test_command_line_exports_a_run(trained_workdir, tmp_path):
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -312,6 +314,7 @@ export.export_model(
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_processes_export_the_same_files(tiny, tmp_path):
     """Parameters sharded across processes (not fully addressable): both processes call

@@ -2,6 +2,7 @@
 refusal of a checkpoint written by another model."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from script_runner import main_command
+
+from ropo_jax.synthetic import task as synthetic_task
+
+pytestmark = pytest.mark.e2e  # every test runs the command line in subprocesses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One CPU device per run keeps these subprocesses light (the suite's 8 fake devices are for
@@ -41,6 +46,24 @@ def _metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def _gold_reward_bounds(workdir):
+    """The range the synthetic task's gold reward can take on this run's samples, from the
+    run's own config.json. r = mean word score − λ·|n − L|/L − κ·[keyword missing]
+    (ropo_jax/synthetic/task.py): a word scores in [−1, 1] and a sample has n ≤ max_new_tokens
+    words (one word per token, the tokenizer being word-level), so r ≤ 1 (L on-topic words) and
+    r ≥ −1 − λ·max |n − L|/L − κ over the sample lengths and targets the run allows; an empty
+    sample scores −1 − λ, inside that range. A mean outside it is not a mean of gold rewards
+    (a sum, a wrong sign, another scale)."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    task = synthetic_task.TaskConfig(**config["synthetic"]["task"])
+    longest = int(config["eval"]["max_new_tokens"])
+    targets = range(task.min_length, task.max_length + 1)
+    worst_length = max(abs(n - L) / L for n in range(1, longest + 1) for L in targets)
+    keyword = task.keyword_weight if task.num_keywords else 0.0
+    return -1.0 - task.length_weight * max(worst_length, 1.0) - keyword, 1.0
 
 
 def _final_params(workdir, stage="round_1"):
@@ -73,8 +96,9 @@ def test_smoke_run_writes_every_artefact(uninterrupted):
     evaluation = results["eval"]
     for key in ("pref_accuracy_clean", "gold_win_rate_vs_sft"):
         assert 0.0 <= evaluation[key] <= 1.0, key
-    # The gold reward lies in [-1 - λ, 1] (ropo_jax/synthetic/task.py, λ = 0.5).
-    assert -1.5 <= evaluation["gold_reward_mean"] <= 1.0
+    low, high = _gold_reward_bounds(uninterrupted)
+    for key in ("gold_reward_mean", "sft_gold_reward_mean"):
+        assert math.isfinite(evaluation[key]) and low <= evaluation[key] <= high, key
     assert 0.0 < evaluation["gold_reward_stderr"] < 0.5
     assert 0.0 < evaluation["gold_win_rate_stderr"] < 0.5
     # Training dynamics: before training and at each epoch boundary (3 epochs here).
@@ -84,6 +108,9 @@ def test_smoke_run_writes_every_artefact(uninterrupted):
     keys |= {"heldout_accuracy", "gold_reward_mean", "kl"}
     assert keys <= set(curve[-1])
     assert curve[0]["kl"] == pytest.approx(0.0, abs=1e-5) and curve[-1]["kl"] > 0
+    assert all(
+        math.isfinite(r["gold_reward_mean"]) and low <= r["gold_reward_mean"] <= high for r in curve
+    )
     assert curve[-1]["clean_fit_rate"] > curve[-1]["flipped_fit_rate"]  # 20 % noise
     assert [r["step"] for r in curve] == sorted(r["step"] for r in curve)
     prompts = results["prompts"]

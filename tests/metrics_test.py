@@ -49,16 +49,34 @@ def test_flops_per_token_is_6n_plus_attention():
     assert metrics.flops_per_token(tied, t) == metrics.flops_per_token(c, t)
 
 
-def test_device_peak_table():
+def test_device_peak_table(monkeypatch):
     class Fake:
         def __init__(self, kind):
             self.device_kind = kind
 
-    assert metrics.device_peak_flops(Fake("NVIDIA H100 80GB HBM3")) == 989e12
-    assert metrics.device_peak_flops(Fake("TPU v5p")) == 459e12
-    assert metrics.device_peak_flops(Fake("TPU v4")) == 275e12
-    assert metrics.device_peak_flops(Fake("NVIDIA A100-SXM4-40GB")) == 312e12
+    peaks = {
+        "NVIDIA H100 80GB HBM3": 989e12,
+        "NVIDIA H100 PCIe": 989e12,
+        "NVIDIA H200": 989e12,
+        "NVIDIA A100-SXM4-40GB": 312e12,
+        "NVIDIA A100 80GB PCIe": 312e12,
+        "NVIDIA L4": 121e12,
+        "NVIDIA L40S": 362e12,  # contains "L4" as a substring, not as a word
+        "NVIDIA A10": 125e12,
+        "NVIDIA A10G": None,  # another chip than the A10: no peak rather than a wrong one
+        "TPU v4": 275e12,
+        "TPU v5 lite": 197e12,
+        "TPU v5p": 459e12,
+        "TPU v6 lite": 918e12,
+        "cpu": None,
+    }
+    for kind, peak in peaks.items():
+        assert metrics.device_peak_flops(Fake(kind)) == peak, kind
     assert metrics.device_peak_flops(jax.devices("cpu")[0]) is None
+    # Where two names match as words, the longer (more specific) one wins, in any table order.
+    monkeypatch.setitem(metrics.PEAK_FLOPS, "TPU v5", 1.0)
+    assert metrics.device_peak_flops(Fake("TPU v5 lite")) == 197e12
+    assert metrics.device_peak_flops(Fake("TPU v5")) == 1.0
 
 
 def test_writer_appends_jsonl_and_tensorboard(tmp_path):

@@ -16,6 +16,8 @@ from script_runner import main_command
 
 from ropo_jax.synthetic import dataset, prepare, task
 
+pytestmark = pytest.mark.e2e  # every test starts worker processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multiprocess_worker.py")
 ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -129,7 +131,6 @@ def assert_same_run(one, two):
             assert close.mean() > 0.999, f"{key}: {(~close).sum()} elements differ"
 
 
-@pytest.mark.e2e
 def test_main_from_a_checkpoint_on_two_processes_matches_one(tmp_path):
     """The checkpoint path (a transformers-saved Llama streamed into FSDP shards that span both
     processes), SFT, ROPO rounds with filtering and rejection sampling, evaluation and export."""

@@ -129,6 +129,7 @@ def test_refuses_bad_directories(tmp_path):
         reward_model.RewardModel(pickled, device="cpu")
 
 
+@pytest.mark.e2e
 def test_command_compares_two_files(hand_set_model, tmp_path):
     from ropo_jax.eval import write_alpaca_eval
 

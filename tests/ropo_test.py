@@ -50,6 +50,7 @@ def full_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.e2e
 def test_two_rounds_write_every_artefact(full_run):
     for t in (1, 2):
         for name in ("done.json", "eval.json", "kept_ids.json", "samples.jsonl", "scores.npz"):
@@ -75,6 +76,7 @@ def test_two_rounds_write_every_artefact(full_run):
     assert any(r.get("round") == 2 for r in rows)
 
 
+@pytest.mark.e2e
 def test_killed_between_rounds_and_rerun_gives_the_same_results(full_run, tmp_path):
     workdir = str(tmp_path / "killed")
     process = subprocess.Popen(
@@ -130,6 +132,56 @@ def test_w_step_modes():
     assert cumulative[0] == 0 and cumulative.sum() == 7  # never re-admitted; ⌊0.2·8⌋ more dropped
 
 
+def test_rejection_sampled_pairs_are_stored_chosen_over_rejected(tmp_path):
+    """The pairs rejection sampling adds are stored with the higher-r̂ candidate as chosen: the
+    policy and reference log-probs of the new data, scored as any training data is, give every
+    pair the margin h > 0 its record reports, and the stored responses are the recorded ones.
+    Stored the other way round, round 2 would train the policy away from its own best sample.
+    (The command-line run checks only the records, which keep their orientation either way.)"""
+    import jax
+
+    from ropo_jax import models, scoring
+    from ropo_jax.data.loader import load_preference_data
+    from ropo_jax.synthetic import dataset, prepare, task
+
+    paths = prepare.prepare_synthetic(
+        str(tmp_path),
+        task.TaskConfig(),
+        dataset.DataConfig(num_sft=8, num_train_pairs=8, num_test_pairs=4, num_eval_prompts=2),
+        seed=0,
+    )
+    data, _ = load_preference_data(paths["train"])
+    config = models.ModelConfig.preset("tiny", vocab_size=int(data.manifest["vocab_size"]))
+    policy = models.init_params(config, jax.random.key(1))
+    reference = models.init_params(config, jax.random.key(2))  # r̂ differs between candidates
+    options = ropo.RopoConfig(
+        num_rounds=2, rs_enabled=True, rs_num_candidates=4, rs_max_new_tokens=6
+    )
+    new, records = ropo.rejection_sample(
+        config,
+        policy,
+        reference,
+        data,
+        np.arange(6),
+        ropo=options,
+        beta=0.1,
+        round_index=1,
+        seed=0,
+        batch_size=8,
+    )
+    assert len(new) == len(records) >= 4
+    for i, record in enumerate(records):
+        assert new.ids[i] == record["id"] and record["margin"] > 0
+        _, chosen, rejected = new.pair(i)
+        assert chosen.tolist() == record["chosen_tokens"]
+        assert rejected.tolist() == record["rejected_tokens"]
+        assert record["chosen_reward"] > record["rejected_reward"]
+    policy_chosen, policy_rejected = scoring.sequence_logps_over(config, policy, new, batch_size=8)
+    ref_chosen, ref_rejected = scoring.sequence_logps_over(config, reference, new, batch_size=8)
+    margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    np.testing.assert_allclose(margin, [r["margin"] for r in records], rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -147,6 +199,7 @@ def test_invalid_options_fail_clearly(kwargs, message):
         ropo.RopoConfig(**kwargs)
 
 
+@pytest.mark.e2e
 def test_rs_pair_quality_reads_the_run(full_run):
     out = run_script(
         "scripts/rs_pair_quality.py", f"--runs={full_run}", env=ENV, timeout=120

@@ -4,7 +4,9 @@ script on a constructed sweep (no training; the values are chosen so the means a
 import json
 import os
 
+import numpy as np
 import pytest
+from figure_runner import bars, errorbar_series, line_series, run_figure, scatter_points
 from script_runner import run_script
 
 from ropo_jax import run_results
@@ -68,6 +70,7 @@ def test_seed_folding_and_statistics(noise_sweep):
     assert deltas == pytest.approx([0.02, 0.02, 0.02])
 
 
+@pytest.mark.e2e
 def test_per_run_table_lists_methods_in_method_order(noise_sweep):
     out = run_script("scripts/results_table.py", f"--root={noise_sweep}").stdout
     methods = [line.split(" | ")[1] for line in out.splitlines()[2:]]
@@ -75,6 +78,7 @@ def test_per_run_table_lists_methods_in_method_order(noise_sweep):
     assert methods == sorted(methods, key=run_results.method_rank)
 
 
+@pytest.mark.e2e
 def test_results_table_folds_seeds(noise_sweep):
     out = run_script("scripts/results_table.py", f"--root={noise_sweep}", "--seeds=mean").stdout
     row = next(line for line in out.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
@@ -92,54 +96,136 @@ def test_results_table_folds_seeds(noise_sweep):
     assert (noise_sweep / "results.md").read_text().strip() == paired.strip()
 
 
-def test_noise_figures(noise_sweep, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("figures")
-    for script in ("noise_sweep.py", "noise_id_rounds.py"):
-        out = out_dir / script.replace(".py", ".png")
-        args = (f"scripts/figures/{script}", f"--root={noise_sweep}", f"--out={out}")
-        printed = run_script(*args).stdout
-        assert out.stat().st_size > 10_000
-        if script == "noise_id_rounds.py":  # the plotted values: every seed 0.80, then 0.85
-            assert "| 0.2 | dpo | 0.800 ± 0.000 → 0.850 ± 0.000 |" in printed
+def test_noise_figures(noise_sweep, tmp_path, monkeypatch, capsys):
+    """The constructed sweep's means are known: per method the seeds lie at −0.02, 0, +0.02
+    around a win rate of base − rate/2 (cdpo 0.69, dpo 0.70, ropo_full 0.72), so every panel's
+    line, its error bars (the seeds' sample std) and its seed dots are exact."""
+    fig = run_figure(
+        monkeypatch, "noise_sweep.py", f"--root={noise_sweep}", f"--out={tmp_path / 'a.png'}"
+    )
+    win, delta, gold, accuracy = fig.axes
+    base = {"dpo": 0.70, "cdpo": 0.69, "ropo_full": 0.72}
+    assert win.get_legend_handles_labels()[1] == ["dpo", "cdpo", "ropo_full"]  # METHOD_ORDER
+    for method, b in base.items():
+        x, y, err = errorbar_series(win)[method]
+        assert x == pytest.approx([0.0, 0.2], abs=0.01)  # a small offset per method
+        assert y == pytest.approx([b, b - 0.1]) and err == pytest.approx([0.02, 0.02])
+        # Paired by seed, each method's difference to DPO is the same for every seed.
+        _, y, err = errorbar_series(delta)[method]
+        assert y == pytest.approx([b - 0.70] * 2, abs=1e-9) and err == pytest.approx([0, 0])
+        assert errorbar_series(gold)[method][1] == pytest.approx([b - 0.5, b - 0.6])
+        assert errorbar_series(accuracy)[method][1] == pytest.approx([0.8, 0.8])
+    dots = scatter_points(win)[:, 1]
+    wins = [b - rate / 2 + d for b in base.values() for rate in (0, 0.2) for d in (-0.02, 0, 0.02)]
+    assert sorted(dots) == pytest.approx(sorted(wins))
+
+    fig = run_figure(
+        monkeypatch, "noise_id_rounds.py", f"--root={noise_sweep}", f"--out={tmp_path / 'b.png'}"
+    )
+    (ax,) = fig.axes  # one panel per noisy rate: 0.2 only
+    assert ax.get_title() == "symmetric noise 0.2"
+    series = errorbar_series(ax)
+    assert list(series) == ["dpo", "cdpo", "ropo_full"]
+    for x, y, err in series.values():  # every seed 0.80 in round 1, then 0.85
+        assert (
+            list(x) == [1, 2] and y == pytest.approx([0.8, 0.85]) and err == pytest.approx([0, 0])
+        )
+    assert "| 0.2 | dpo | 0.800 ± 0.000 → 0.850 ± 0.000 |" in capsys.readouterr().out
 
 
-def test_ablation_figure(tmp_path):
+ABLATION_NOISE_MODELS = ("bradley_terry", "length_biased", "source_biased")
+# Win rates of the ablation sweep's variants (seed 1 adds 0.01): distinct, so a panel that plots
+# one variant in another's place shows.
+ABLATION_WINS = {
+    "alpha2": 0.55,
+    "alpha6": 0.60,
+    "alpha14": 0.65,
+    "alpha30": 0.62,
+    "rho0.1": 0.58,
+    "rho0.3": 0.63,
+    "rho0.4": 0.61,
+    "dpo": 0.50,
+    "no_rs": 0.60,
+    "no_filter": 0.57,
+    "bradley_terry_dpo": 0.52,
+    "bradley_terry_ropo_full": 0.60,
+    "length_biased_dpo": 0.45,
+    "length_biased_ropo_full": 0.58,
+    "source_biased_dpo": 0.40,
+    "source_biased_ropo_full": 0.55,
+}
+
+
+def test_ablation_figure(tmp_path, monkeypatch):
     for seed in range(2):
-        for variant in (
-            "alpha2",
-            "alpha6",
-            "alpha14",
-            "alpha30",
-            "rho0.1",
-            "rho0.3",
-            "rho0.4",
-            "dpo",
-            "no_rs",
-            "no_filter",
-        ):
-            method = "dpo" if variant == "dpo" else "ropo_full"
+        for variant, win in ABLATION_WINS.items():
+            kind = next((k for k in ABLATION_NOISE_MODELS if variant.startswith(k)), None)
             _write_run(
                 tmp_path,
                 f"{variant}_seed{seed}",
-                method=method,
-                rate=0.3,
+                method="dpo" if variant.endswith("dpo") else "ropo_full",
+                rate=1.0 if kind else 0.3,
                 seed=seed,
-                win=0.6 + 0.01 * seed,
+                win=win + 0.01 * seed,
+                kind=kind or "symmetric",
             )
-        for kind in ("bradley_terry", "length_biased", "source_biased"):
-            for method in ("dpo", "ropo_full"):
-                _write_run(
-                    tmp_path,
-                    f"{kind}_{method}_seed{seed}",
-                    method=method,
-                    rate=1.0,
-                    seed=seed,
-                    win=0.6,
-                    kind=kind,
-                )
-    out = tmp_path / "ablations.png"
-    run_script("scripts/figures/ablations.py", f"--root={tmp_path}", f"--out={out}")
-    assert out.stat().st_size > 10_000
+    fig = run_figure(
+        monkeypatch, "ablations.py", f"--root={tmp_path}", f"--out={tmp_path / 'ablations.png'}"
+    )
+    alpha, rho, components, noise_models = fig.axes
+    mean = lambda variant: ABLATION_WINS[variant] + 0.005
+    series = errorbar_series(alpha)
+    assert list(series) == ["gold win rate", "noise AUROC", "noise F1 of the dropped ρ"]
+    x, y, err = series["gold win rate"]
+    assert list(x) == [2, 6, 14, 30]
+    assert y == pytest.approx([mean(f"alpha{a}") for a in (2, 6, 14, 30)])
+    assert err == pytest.approx([0.01 / 2**0.5] * 4)  # sample std of w and w + 0.01
+    assert series["noise AUROC"][1] == pytest.approx([0.9] * 4)
+    assert series["noise F1 of the dropped ρ"][1] == pytest.approx([0.65] * 4)
+    x, y, _ = errorbar_series(rho)["gold win rate"]
+    assert x == pytest.approx([0.1, 0.2, 0.3, 0.4])  # ρ = 0.2 is the default run, alpha14
+    assert y == pytest.approx([mean(v) for v in ("rho0.1", "alpha14", "rho0.3", "rho0.4")])
+    want = [(i, mean(v)) for i, v in enumerate(("dpo", "no_filter", "no_rs", "alpha14"))]
+    assert bars(components) == pytest.approx(np.array(want))
+    want = [(i - 0.2, mean(f"{k}_dpo")) for i, k in enumerate(ABLATION_NOISE_MODELS)]
+    want += [(i + 0.2, mean(f"{k}_ropo_full")) for i, k in enumerate(ABLATION_NOISE_MODELS)]
+    assert bars(noise_models) == pytest.approx(np.array(want))
+
+
+def test_score_distribution_figure(tmp_path, monkeypatch):
+    """One panel per run: the margin histograms of clean and flipped pairs (densities) and the
+    AUROC of −h for "flipped" in the title, here against a brute-force count over all pairs."""
+    margin = np.concatenate([np.linspace(0.5, 3.0, 80), np.linspace(-2.0, 1.0, 20)])
+    flipped = np.arange(100) >= 80
+    runs = []
+    for method in ("dpo", "ropo"):
+        run = tmp_path / method
+        run.mkdir()
+        np.savez(run / "final_scores.npz", margin=margin, is_flipped=flipped)
+        results = {"method": method, "noise": {"kind": "symmetric", "rate": 0.2}}
+        (run / "results.json").write_text(json.dumps(results))
+        runs.append(str(run))
+    fig = run_figure(
+        monkeypatch,
+        "score_distributions.py",
+        f"--runs={','.join(runs)}",
+        f"--out={tmp_path / 'scores.png'}",
+    )
+    assert len(fig.axes) == 2
+    # P(−h of a flipped pair > −h of a clean one), ties counting half.
+    f, c = -margin[flipped][:, None], -margin[~flipped][None, :]
+    auroc = np.mean((f > c) + 0.5 * (f == c))
+    for ax, method in zip(fig.axes, ("dpo", "ropo"), strict=True):
+        assert ax.get_title() == f"{method} (symmetric 0.2)\nAUROC(−h → flipped) = {auroc:.3f}"
+        patches = ax.patches
+        assert len(patches) == 2 * 39  # two histograms over the same 40 bin edges
+        clean, noisy = patches[:39], patches[39:]
+        for histogram in (clean, noisy):  # densities: each integrates to 1
+            assert sum(p.get_height() * p.get_width() for p in histogram) == pytest.approx(1.0)
+        centre = lambda hist: sum(
+            (p.get_x() + p.get_width() / 2) * p.get_height() * p.get_width() for p in hist
+        )
+        assert centre(noisy) < centre(clean)  # flipped pairs have the lower margins
 
 
 def test_missing_root_is_one_clear_error(tmp_path):
@@ -166,7 +252,7 @@ def _curve(fit, kl, gold, noisy):
     return rows
 
 
-def test_dynamics_and_reward_kl_figures(tmp_path):
+def test_dynamics_and_reward_kl_figures(tmp_path, monkeypatch, capsys):
     """Two methods × 2 seeds: the printed values are the seed means of the constructed curves
     (DPO fits the flipped pairs and drifts; ROPO does neither), and the noisy-validation pick
     is the epoch where noisy held-out accuracy peaks."""
@@ -200,24 +286,60 @@ def test_dynamics_and_reward_kl_figures(tmp_path):
         win=0.6,
         extra={"dynamics": curve, "selected_by_noisy_validation": None},
     )
-    only = run_script(
-        "scripts/figures/dynamics.py",
+    fig = run_figure(
+        monkeypatch,
+        "dynamics.py",
         f"--root={tmp_path}",
         "--rate=0.4",
         "--variants=ropo_nors",
         f"--out={tmp_path / 'ablation.png'}",
-    ).stdout
-    assert "| ropo_nors | 1 | 0.000 → 0.200 |" in only
-    out = tmp_path / "dynamics.png"
-    printed = run_script(
-        "scripts/figures/dynamics.py", f"--root={tmp_path}", "--rate=0.4", f"--out={out}"
-    ).stdout
+    )
+    assert "| ropo_nors | 1 | 0.000 → 0.200 |" in capsys.readouterr().out
+    series = line_series(fig.axes[0])
+    assert list(series) == ["ropo_nors (1)"]
+    assert series["ropo_nors (1)"] == pytest.approx(np.array([[0, 1, 2], [0, 0.1, 0.2]]))
+    fig = run_figure(
+        monkeypatch,
+        "dynamics.py",
+        f"--root={tmp_path}",
+        "--rate=0.4",
+        f"--out={tmp_path / 'd.png'}",
+    )
+    printed = capsys.readouterr().out
     assert "| dpo | 2 | 0.000 → 0.910 |" in printed and "| ropo | 2 | 0.000 → 0.500 |" in printed
-    assert out.stat().st_size > 10_000
-    out = tmp_path / "reward_kl.png"
-    printed = run_script(
-        "scripts/figures/reward_kl.py", f"--root={tmp_path}", "--rate=0.4", f"--out={out}"
-    ).stdout
+    flipped_fit, clean_fit, heldout, gold = fig.axes
+    epochs = [0.0, 1.0, 2.0]
+    for ax, want in (
+        (flipped_fit, {"dpo (2)": [0.0, 0.6, 0.91], "ropo (2)": [0.0, 0.4, 0.5]}),  # seed means
+        (clean_fit, {"dpo (2)": [0.9] * 3, "ropo (2)": [0.9] * 3}),
+        (heldout, {"dpo (2)": [0.7] * 3, "ropo (2)": [0.7] * 3}),
+        (gold, {"dpo (2)": [-0.8, -0.4, -0.6], "ropo (2)": [-0.8, -0.3, -0.3]}),
+    ):
+        series = line_series(ax)
+        assert list(series) == list(want), ax.get_title()
+        for label, values in want.items():
+            assert series[label] == pytest.approx(np.array([epochs, values])), ax.get_title()
+    # The band is ± one std over seeds: DPO's last epoch spans its seeds' 0.90 and 0.92.
+    band = flipped_fit.collections[0].get_paths()[0].vertices
+    last = band[np.isclose(band[:, 0], 2.0), 1]
+    assert (last.min(), last.max()) == pytest.approx((0.90, 0.92))
+
+    fig = run_figure(
+        monkeypatch,
+        "reward_kl.py",
+        f"--root={tmp_path}",
+        "--rate=0.4",
+        f"--out={tmp_path / 'r.png'}",
+    )
+    printed = capsys.readouterr().out
     assert "| dpo | 2 | KL 8.00, gold -0.600 | KL 2.00, gold -0.400 | -0.400 |" in printed
     assert "| ropo | 2 | KL 3.00, gold -0.300 | KL 1.00, gold -0.300 | -0.300 |" in printed
-    assert out.stat().st_size > 10_000
+    (ax,) = fig.axes
+    series = line_series(ax)  # x: KL, y: gold reward, per epoch (seed means)
+    assert list(series) == ["dpo", "ropo"]
+    assert series["dpo"] == pytest.approx(np.array([[0.0, 2.0, 8.0], [-0.8, -0.4, -0.6]]))
+    assert series["ropo"] == pytest.approx(np.array([[0.0, 1.0, 3.0], [-0.8, -0.3, -0.3]]))
+    # Per method a square at the end of training, then a star at the noisy-validation pick
+    # (noisy held-out accuracy peaks at epoch 1).
+    want = [(8.0, -0.6), (2.0, -0.4), (3.0, -0.3), (1.0, -0.3)]
+    assert scatter_points(ax) == pytest.approx(np.array(want))

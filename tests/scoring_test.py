@@ -43,6 +43,40 @@ def test_hash_sees_small_changes():
 # --- the flip orientation, pinned ----------------------------------------------------------------
 
 
+def test_join_reference_by_hand():
+    """Rows name their examples by index, in any order, with padding rows (index −1) between:
+    each real row gets its own example's stored log-probs, swapped exactly where the row's pair
+    is flipped; padding rows get zeros."""
+    ref_chosen_N = np.array([-1.0, -2.0, -3.0, -4.0])
+    ref_rejected_N = np.array([-10.0, -20.0, -30.0, -40.0])
+    batch = {
+        "example_index": np.array([2, -1, 0, 3, 1]),
+        "is_flipped": np.array([True, False, False, True, False]),
+        "weight": np.ones(5, np.float32),
+    }
+    joined = scoring.join_reference(batch, ref_chosen_N, ref_rejected_N)
+    np.testing.assert_array_equal(joined["ref_chosen_logps"], [-30.0, 0.0, -1.0, -40.0, -2.0])
+    np.testing.assert_array_equal(joined["ref_rejected_logps"], [-3.0, 0.0, -10.0, -4.0, -20.0])
+    assert joined["ref_chosen_logps"].dtype == np.float32
+    assert joined["weight"] is batch["weight"]  # the rest of the batch passes through
+
+
+def test_example_scores_by_hand():
+    """DPO on two pairs with the same stored log-probs, one flipped: the clean pair's margin is
+    h = (πc − rc) − (πr − rr) in stored orientation, the flipped pair's is −h, and each loss is
+    −log σ(βh) of its own margin."""
+    policy = (np.array([-1.0, -1.0]), np.array([-4.0, -4.0]))
+    reference = (np.array([-2.0, -2.0]), np.array([-2.5, -2.5]))
+    h = (-1.0 + 2.0) - (-4.0 + 2.5)  # 2.5 nats towards the stored chosen response
+    scores = scoring.example_scores(
+        *policy, *reference, np.array([False, True]), loss="dpo", hyperparams=dict(beta=0.5)
+    )
+    np.testing.assert_allclose(scores["margin"], [h, -h], rtol=1e-6)
+    np.testing.assert_allclose(
+        scores["loss"], [np.log1p(np.exp(-0.5 * h)), np.log1p(np.exp(0.5 * h))], rtol=1e-6
+    )
+
+
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory):
     """A small synthetic data set with 40 % of its labels flipped, a tiny model and its

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from ropo_jax import pair_text, suspects
 from ropo_jax.data.prepared import PreferenceData
@@ -55,6 +56,7 @@ def test_records_are_the_discarded_pairs_most_contradicted_first_in_label_orient
     assert set(plain[0]) == {"rank", "id", "margin", "loss", "prompt", "chosen", "rejected"}
 
 
+@pytest.mark.e2e
 def test_the_command_prints_the_last_round_and_refuses_what_is_not_there(tmp_path):
     data = _data([False, False, True])
     for t, keep in ((1, [True, False, False]), (2, [False, True, True])):
