@@ -1,7 +1,8 @@
 """Where a ropo_jax train step's model time goes, at the step's own shapes: forward + backward
 of the model body (all layers), of the body plus the chunked log-probs, and of the attention
-alone (JAX with the model's boolean segment/causal mask, JAX with ``is_causal``, PyTorch's
-``scaled_dot_product_attention`` with ``is_causal``), summed over the layers.
+alone (JAX's XLA attention with the model's boolean segment/causal mask, the same with
+``is_causal``, ropo_jax's blocked attention, PyTorch's ``scaled_dot_product_attention`` with
+``is_causal``), summed over the layers. The body runs ``--attention_impl`` (default auto).
 
     python scripts/bench/breakdown.py --preset=tiny --rows=32 --seq_len=128 [--skip_torch]
 
@@ -24,12 +25,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
 from ropo_jax import losses, models
-from ropo_jax.models import layers
+from ropo_jax.models import attention, layers
+from ropo_jax.models.config import ATTENTION_IMPLS
 
 _PRESET = flags.DEFINE_string("preset", "tiny", "Model preset (random weights).")
 _ROWS = flags.DEFINE_integer("rows", 32, "Token rows (2 per pair).")
 _SEQ = flags.DEFINE_integer("seq_len", 128, "Tokens per row.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_ATTENTION = flags.DEFINE_enum(
+    "attention_impl", "auto", list(ATTENTION_IMPLS), "The model body's attention (auto: blocked)."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed calls per measurement.")
 _SKIP_TORCH = flags.DEFINE_bool("skip_torch", False, "Leave out PyTorch's SDPA.")
 
@@ -46,7 +51,9 @@ def median_ms(fn, *args) -> float:
 
 def main(argv):
     del argv
-    config = models.ModelConfig.preset(_PRESET.value, dtype=_DTYPE.value)
+    config = models.ModelConfig.preset(
+        _PRESET.value, dtype=_DTYPE.value, attention_impl=_ATTENTION.value
+    )
     rows, length = _ROWS.value, _SEQ.value
     dtype = jnp.dtype(_DTYPE.value)
     params = jax.tree.map(jnp.asarray, common.random_params(config))
@@ -83,6 +90,21 @@ def main(argv):
         out = jax.nn.dot_product_attention(q, kk, v, **kwargs)
         return jnp.sum(jnp.square(out.astype(jnp.float32)))
 
+    def blocked_loss(q, kk, v):
+        out = attention.attend(
+            config,
+            q,
+            kk,
+            v,
+            query_positions_BT=positions_RT,
+            query_segments_BT=segments_RT,
+            key_positions_BS=positions_RT,
+            key_segments_BS=segments_RT,
+            mask_B1TS=mask,
+            impl="blocked",
+        )
+        return jnp.sum(jnp.square(out.astype(jnp.float32)))
+
     grad_all = lambda f: jax.jit(jax.grad(f, argnums=(0, 1, 2)))
     num_layers = config.num_layers
     row = {
@@ -103,6 +125,9 @@ def main(argv):
         * median_ms(
             grad_all(lambda q, kk, v: attention_loss(q, kk, v, is_causal=True)), query, key, value
         ),
+        "jax_attention_blocked_fwd_bwd_ms": num_layers
+        * median_ms(grad_all(blocked_loss), query, key, value),
+        "body_attention_impl": attention.impl_for(config),
     }
     if not _SKIP_TORCH.value:
         import torch
