@@ -16,7 +16,10 @@ Presets (the ``:ARG``):
 - ``quick_v1``: the earlier benchmark (24 prompts shared by training and evaluation, 2 × 1
   epoch with cosine decay; DPO fits few flipped labels), kept to reproduce docs/RESULTS.md's
   earlier tables;
-- ``smoke`` (seconds, for tests) and ``full`` (the earlier benchmark at 4× the data).
+- ``smoke`` (seconds, for tests): the one toy size every smoke run shares — experiments/smoke.py
+  (this preset with frequent checkpoints), experiments/sft.py:smoke and the sweeps' ``smoke``
+  variants all build on it;
+- ``full`` (the earlier benchmark at 4× the data).
 """
 
 import ml_collections
@@ -29,7 +32,7 @@ from ropo_jax.configs import base_config
 # fit most flipped labels.
 REGIME_TASK = dict(num_topics=8, words_per_topic=8, min_length=3, max_length=8, num_keywords=8)
 PRESETS = {
-    "smoke": dict(sft=128, pairs=128, test=32, prompts=16, sft_epochs=1.0, epochs=1.0, rounds=2),
+    "smoke": dict(sft=256, pairs=256, test=64, prompts=32, sft_epochs=1.0, epochs=1.0, rounds=2),
     # The earlier benchmark restarted the optimizer (warmup and decay) every round; pinned so
     # that its tables in docs/RESULTS.md reproduce.
     "quick_v1": dict(

@@ -1,14 +1,29 @@
-"""The base experiment config every ``experiments/*.py`` starts from (ml_collections).
+"""The base experiment config every ``experiments/*.py`` starts from (ml_collections), and
+``to_dataclass``, the one conversion from a config block to the frozen dataclass a module takes.
 
-Keys mirror the arguments of the functions they reach (``trainer.StageConfig``,
-``train.StepConfig``, the loss hyper-parameters, ``data.noise.NoiseConfig``); ``main.py`` is the
-only place that reads the ConfigDict.
+Who reads the ConfigDict: ``main.py`` parses it from the command line, has ``config_validation``
+check it, writes it to ``config.json`` and hands it to ``pipeline.run``; ``pipeline.py`` is the
+only module below ``main`` that reads it, and it hands every module below it a frozen dataclass
+(built with ``to_dataclass``) or plain values. Keys therefore mirror those dataclasses' fields
+(``training.loop.StageConfig``, ``training.step.StepConfig``, ``ropo.framework.RopoConfig``,
+``data.noise.NoiseConfig``, ``evaluation.generations.GenerationEval``, ...) and the loss
+hyper-parameters (``losses.hyperparams_from``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+import types
+import typing
+from collections.abc import Collection
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+from ropo_jax.data.noise import DEFAULT_SOURCE_STRENGTHS
+from ropo_jax.errors import ConfigValueError
 
 
 def stage_defaults(**overrides) -> ml_collections.ConfigDict:
@@ -37,7 +52,7 @@ def stage_defaults(**overrides) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.method = "dpo"  # any loss of ropo_jax.losses.LOSSES, or "ropo_full" (SPEC §3)
+    c.method = "dpo"  # any loss of ropo_jax.losses.LOSSES, or "ropo_full" (docs/method.md §3.6)
     c.task = "prepared"  # "prepared" (data.* directories) or "synthetic"
     c.data = ml_collections.ConfigDict(
         dict(train="", test="", sft="", tokenizer="", eval_prompts="", chat_template="")
@@ -59,7 +74,18 @@ def base_config() -> ml_collections.ConfigDict:
             include_cnndm=False,
         )
     )
-    c.noise = ml_collections.ConfigDict(dict(kind="none", rate=0.0, seed=0, temperature=1.0))
+    # source_strengths: (generator name, strength) pairs for source_biased noise, higher is
+    # stronger (data/noise.py); the defaults cover Alpaca Comparison's and the synthetic task's
+    # generators, e.g. --config.noise.source_strengths='(("ppo_xl",2),("sup2",1))' for others.
+    c.noise = ml_collections.ConfigDict(
+        dict(
+            kind="none",
+            rate=0.0,
+            seed=0,
+            temperature=1.0,
+            source_strengths=DEFAULT_SOURCE_STRENGTHS,
+        )
+    )
     c.model = ml_collections.ConfigDict(
         dict(
             preset="tiny",
@@ -88,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
             gamma=0.5,
             beta_prime=1.0,
             eta=0.1,
+            base="dpo",  # lcpo_em's base loss: dpo, ropo, hinge or noise_aware
         )
     )
     c.sft = stage_defaults(learning_rate=1e-5)
@@ -103,7 +130,8 @@ def base_config() -> ml_collections.ConfigDict:
         dict(
             num_rounds=1,
             epochs_per_round=1.0,
-            # ρ, or "auto": estimated from the margins early in round 1 (ropo_jax/noise_rate.py).
+            # ρ, or "auto": estimated from the margins early in round 1
+            # (ropo_jax/ropo/noise_rate.py).
             filter_ratio=config_dict.FieldReference(0.2, field_type=object),
             filter_start_round=2,
             filter_mode="recompute",
@@ -132,15 +160,15 @@ def base_config() -> ml_collections.ConfigDict:
     # The synthetic task's gold evaluation: samples per evaluation prompt (the standard errors
     # in results.json are over prompts, a prompt's samples averaged first).
     c.eval.samples_per_prompt = 1
-    # Training dynamics at every epoch boundary (ropo_jax/dynamics.py): fit rates of flipped and
-    # clean pairs, noise AUROC of -h, held-out accuracy (a forward pass over the training and
-    # test pairs each time), and gold reward + KL of samples for the first dynamics_prompts
-    # evaluation prompts (synthetic task; 0: none).
+    # Training dynamics at every epoch boundary (ropo_jax/evaluation/dynamics.py): fit rates of
+    # flipped and clean pairs, noise AUROC of -h, held-out accuracy (a forward pass over the
+    # training and test pairs each time), and gold reward + KL of samples for the first
+    # dynamics_prompts evaluation prompts (synthetic task; 0: none).
     c.eval.dynamics = True
     c.eval.dynamics_prompts = 32
     # Real data sets (task="prepared" with data.eval_prompts set): the policy's and the SFT
-    # model's responses in AlpacaEval's format for an external judge (ropo_jax/eval_generations.py)
-    # and, with eval.reward_model, reward-model scores of both.
+    # model's responses in AlpacaEval's format for an external judge
+    # (ropo_jax/evaluation/generations.py) and, with eval.reward_model, reward-model scores of both.
     c.eval.update(
         prompts_format="alpaca_eval",  # "alpaca_eval" (instruction[, output]) or "tldr"
         prompt_style="chat",  # "chat": the instruction is one user turn; "text": the prompt itself
@@ -158,3 +186,146 @@ def base_config() -> ml_collections.ConfigDict:
     # compiled steps instead of recompiling (halves a CPU benchmark run). "" turns it off.
     c.compilation_cache_dir = "~/.cache/ropo_jax/jax_compilation_cache"
     return c
+
+
+# --- the conversion ---------------------------------------------------------------------------
+
+
+def to_dataclass(
+    cls,
+    block,
+    key: str,
+    /,
+    *,
+    optional: Collection[str] | bool = (),
+    none_when_unset: Collection[str] = (),
+    **overrides,
+):
+    """``cls`` with every field taken from ``overrides``, else from ``block`` (the config block
+    at ``config.<key>``; ``key`` names it in errors), converted to the field's type.
+
+    - A field ``<sub>_<name>`` that the block lacks is read from its sub-block ``<sub>``
+      (``ropo.rs.enabled`` → ``RopoConfig.rs_enabled``).
+    - ``optional``: the fields the block may leave out (they keep the dataclass's default);
+      ``True``: every field that has a default (blocks that set only what they change, such as
+      ``synthetic.task``). Any other field the block lacks is an error.
+    - ``none_when_unset``: fields whose config value 0 or "" means None (a ConfigDict key cannot
+      hold None and keep its type).
+    - Keys of the block that are no field are left alone: one block may feed several dataclasses.
+
+    Conversion: int fields take integers (not bools), float fields any real number, bool fields
+    True/False, str fields strings; ``X | Y`` the first that fits; ``tuple[...]`` a tuple or list
+    of such values. A missing key or a value of the wrong type raises ConfigValueError naming the
+    key.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(overrides) - {f.name for f in fields})
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    values = {}
+    for field in fields:
+        if field.name in overrides:
+            where = f"{cls.__name__}.{field.name}"
+            values[field.name] = _convert(overrides[field.name], hints[field.name], where)
+            continue
+        where, found, value = _lookup(block, key, field.name)
+        if not found:
+            if _has_default(field) and (optional is True or field.name in optional):
+                continue
+            raise ConfigValueError(
+                f"config.{where} is missing ({cls.__name__}.{field.name}): add it; experiment "
+                "configs start from ropo_jax.configs.base_config()"
+            )
+        if field.name in none_when_unset and _is_unset(value):
+            value = None
+        values[field.name] = _convert(value, hints[field.name], f"config.{where}")
+    return cls(**values)
+
+
+def _lookup(block, key: str, name: str) -> tuple[str, bool, Any]:
+    """(the key's dotted name, whether the block has it, its value) for the field ``name``."""
+    if name in block:
+        return f"{key}.{name}", True, block[name]
+    sub, _, rest = name.partition("_")
+    if rest and sub in block and hasattr(block[sub], "keys"):
+        return f"{key}.{sub}.{rest}", rest in block[sub], block[sub].get(rest)
+    return f"{key}.{name}", False, None
+
+
+def _has_default(field: dataclasses.Field) -> bool:
+    return (
+        field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+    )
+
+
+def _is_unset(value) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool) and not value
+
+
+def _convert(value, hint, where: str):
+    fits, converted = _fit(value, hint)
+    if not fits:
+        raise ConfigValueError(f"{where}={value!r}: must be {_describe(hint)}")
+    return converted
+
+
+def _fit(value, hint) -> tuple[bool, Any]:
+    """(whether ``value`` is of type ``hint``, the value converted to it)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return True, value
+    if hint is type(None) or hint is None:
+        return value is None, value
+    if origin in (typing.Union, types.UnionType):
+        for member in args:
+            fits, converted = _fit(value, member)
+            if fits:
+                return True, converted
+        return False, None
+    if origin is tuple:
+        return _fit_tuple(value, args)
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        fits = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return fits, int(value) if fits else None
+    if hint is float:
+        fits = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return fits, float(value) if fits else None
+    if isinstance(hint, type):
+        return isinstance(value, hint), value
+    return True, value  # a type this conversion does not model (e.g. a Callable): as given
+
+
+def _fit_tuple(value, args) -> tuple[bool, Any]:
+    if not isinstance(value, tuple | list):
+        return False, None
+    if len(args) == 2 and args[1] is Ellipsis:
+        members = [args[0]] * len(value)
+    elif len(args) != len(value):
+        return False, None
+    else:
+        members = list(args)
+    converted = [_fit(v, member) for v, member in zip(value, members, strict=True)]
+    if not all(fits for fits, _ in converted):
+        return False, None
+    return True, tuple(v for _, v in converted)
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(member) for member in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple of {_describe(args[0])}"
+        return "(" + ", ".join(_describe(a) for a in args) + ")"
+    names = {
+        bool: "True or False",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "None",
+    }
+    return names.get(hint, getattr(hint, "__name__", str(hint)))

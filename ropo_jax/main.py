@@ -1,9 +1,11 @@
 """Command line: ``python -m ropo_jax.main --config=experiments/NAME.py[:ARG] --workdir=DIR``.
 
-Writes ``config.json`` to the workdir and runs the experiment (``pipeline.run``); re-running the
-same command resumes where it stopped. Multi-host: pass ``--coordinator_address``,
-``--num_processes`` and ``--process_id`` (or set them through the environment JAX reads on TPU
-pods / SLURM and pass ``--distributed``); only process 0 logs and writes run files.
+Parses the config, checks it (``config_validation.validate``), writes ``config.json`` to the
+workdir and runs the experiment (``pipeline.run``, the only module below this one that reads the
+ConfigDict; see ``ropo_jax.configs``); re-running the same command resumes where it stopped.
+Multi-host: pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`` (or set
+them through the environment JAX reads on TPU pods / SLURM and pass ``--distributed``); only
+process 0 logs and writes run files.
 
 Every mistake a user can fix ends the command with one line ``error: ...`` on stderr and exit
 status 2: a mistyped or unparsable ``--config.KEY=VALUE`` or a missing/broken config file (at flag

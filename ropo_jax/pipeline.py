@@ -1,7 +1,12 @@
-"""One experiment run, from a ConfigDict to ``results.json``: data → model → SFT → preference
-training (one stage, or the ROPO rounds) → evaluation. Every stage checkpoints, so re-running the
-same command resumes where it stopped. This is the only module besides ``main`` that reads the
-ConfigDict; everything below it takes explicit arguments.
+"""One experiment run, from a ConfigDict to ``results.json``: data → model → SFT → reference
+log-probs → preference training (the rounds of docs/method.md §3.6, every method) → evaluation,
+each a named step of ``run``. Every stage checkpoints, so re-running the same command resumes
+where it stopped.
+
+The config boundary: this is the only module below ``main`` that reads the ConfigDict. Each block
+becomes the frozen dataclass the module below takes (``configs.to_dataclass``) or plain
+arguments, and ``make_task`` picks the run's task object once (``tasks.SyntheticTask`` or
+``tasks.PreparedTask``), which holds everything that differs between the two kinds of run.
 """
 
 from __future__ import annotations
@@ -13,133 +18,342 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
-from ropo_jax import (
-    dynamics,
-    final_evaluation,
-    losses,
-    models,
-    pair_text,
-    processes,
-    sampling,
-    scoring,
-    sharding,
-    train,
-    trainer,
-)
-from ropo_jax import eval as eval_lib
+from ropo_jax import configs, losses, models, processes, sharding, tasks
 from ropo_jax import export as export_lib
-from ropo_jax import ropo as ropo_lib
-from ropo_jax import rounds as rounds_lib
-from ropo_jax.data.encode import Encoder, Limits
-from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
-from ropo_jax.data.prepare import prepare_splits
-from ropo_jax.data.prepared import load_prepared
 from ropo_jax.data.tokenizer import load_tokenizer
 from ropo_jax.errors import ConfigValueError
-from ropo_jax.metrics import MetricsWriter, flatten, read_metrics
+from ropo_jax.evaluation import dynamics
+from ropo_jax.evaluation import final as final_evaluation
+from ropo_jax.evaluation import heldout as eval_lib
+from ropo_jax.evaluation.generations import GenerationEval
+from ropo_jax.inference import sampling, scoring
+from ropo_jax.ropo import framework as ropo_lib
+from ropo_jax.ropo import pair_text
+from ropo_jax.ropo import rounds as rounds_lib
 from ropo_jax.synthetic import dataset as synthetic_dataset
-from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
+from ropo_jax.training import loop as trainer
+from ropo_jax.training import step as train
+from ropo_jax.training.metrics import MetricsWriter, flatten, read_metrics
 
-SYNTHETIC_SOURCE_STRENGTHS = (("weak", 1.0), ("medium", 2.0), ("strong", 3.0))
+# StepConfig fields a round sets itself (rounds_lib), not the config.
+ROUND_STEP_FIELDS = ("loss", "hyperparams", "in_batch_filter_ratio", "one_sequence_per_row")
 
 
-def stage_config(block: ml_collections.ConfigDict, name: str, kind: str, seed: int):
-    return trainer.StageConfig(
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What every step of one run shares."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    task: tasks.Task
+    mesh: Any
+    writer: MetricsWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """The SFT model's log-probs, the reference of preference training and evaluation."""
+
+    train: tuple[np.ndarray, np.ndarray]  # (chosen, rejected) of the training pairs
+    heldout: tuple[Any, tuple[np.ndarray, np.ndarray]] | None  # (test pairs, their log-probs)
+    key: str  # the SFT parameters' hash: the reference cache's key
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """The policy that preference training (or SFT alone) produced."""
+
+    params: Any
+    scoring_loss: str  # the loss final_scores.npz reports
+    results: dict[str, Any]  # results.json entries of the training (rounds, dynamics, ...)
+    final_logps: dict  # the policy's log-probs the last round computed ("train", "heldout")
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """The whole experiment; returns (and process 0 writes) ``results.json``'s contents."""
+    os.makedirs(workdir, exist_ok=True)
+    ctx = RunContext(
+        config=config,
+        workdir=workdir,
+        task=make_task(config),
+        mesh=sharding.make_mesh(tuple(config.mesh.shape)),
+        writer=MetricsWriter(workdir, tensorboard=config.tensorboard),
+    )
+    data = ctx.task.load(workdir, noise_config(config))
+    export_lib.write_export_info(
+        workdir,
+        tokenizer_dir=data.tokenizer_dir,
+        chat_template_path=config.data.chat_template or None,
+    )
+    model_config, init_params = init_model(ctx, data)
+    sft_params = sft_stage(ctx, model_config, init_params, data)
+    reference = reference_logps(ctx, model_config, sft_params, data)
+    generation = generation_eval(ctx, data)
+    trained = train_policy(ctx, model_config, sft_params, data, reference, generation)
+    export_policy(config, workdir, "model", model_config, trained.params, stage=config.method)
+    results = evaluate(ctx, model_config, sft_params, data, reference, trained, generation)
+    write_results(ctx, results)
+    return results
+
+
+def make_task(config: ml_collections.ConfigDict) -> tasks.Task:
+    """The run's task object, from ``config.task`` and its blocks."""
+    if config.task == "synthetic":
+        s = config.synthetic
+        return configs.to_dataclass(
+            tasks.SyntheticTask,
+            s,
+            "synthetic",
+            task=configs.to_dataclass(
+                synthetic_task.TaskConfig, s.task, "synthetic.task", optional=True
+            ),
+            data=configs.to_dataclass(
+                synthetic_dataset.DataConfig, s.data, "synthetic.data", optional=True
+            ),
+            samples_per_prompt=config.eval.samples_per_prompt,
+        )
+    if config.task == "prepared":
+        return tasks.PreparedTask(
+            files=configs.to_dataclass(tasks.DataFiles, config.data, "data"),
+            raw=configs.to_dataclass(tasks.RawData, config.data.raw, "data.raw"),
+        )
+    raise ConfigValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
+
+
+def init_model(ctx: RunContext, data: tasks.RunData):
+    """``(model_config, params)``: the initial policy, placed in its shardings."""
+    model_config, params = build_model(
+        ctx.config,
+        ctx.task.vocab_size(),
+        ctx.task.model_manifest(data),
+        ctx.mesh,
+    )
+    shardings = sharding.tree_shardings(ctx.mesh, models.param_logical_axes(model_config), params)
+    return model_config, jax.device_put(params, shardings)
+
+
+def sft_stage(ctx: RunContext, model_config, init_params, data: tasks.RunData):
+    """The SFT model (``config.sft``), exported to ``WORKDIR/sft_model``; the initial policy
+    itself when SFT is off."""
+    config = ctx.config
+    if not config.sft.enabled:
+        return init_params
+    sft_params = trainer.run_stage(
+        stage_config(config.sft, "sft", "sft", config.seed),
+        train.StepConfig(logps_chunk_size=step_config(config).logps_chunk_size),
+        model_config,
+        init_params,
+        data.sft(),
+        workdir=ctx.workdir,
+        writer=ctx.writer,
+        mesh=ctx.mesh,
+    )
+    export_policy(config, ctx.workdir, "sft_model", model_config, sft_params, stage="sft")
+    return sft_params
+
+
+def reference_logps(ctx: RunContext, model_config, sft_params, data: tasks.RunData) -> Reference:
+    """The SFT model's log-probs of the training and held-out pairs (cached in WORKDIR/cache)."""
+    key = scoring.params_hash(sft_params)  # once: hashing reads every weight
+
+    def logps(pairs):
+        return scoring.reference_logps(
+            model_config,
+            sft_params,
+            pairs,
+            cache_dir=os.path.join(ctx.workdir, "cache"),
+            batch_size=int(ctx.config.eval.batch_size),
+            mesh=ctx.mesh,
+            params_key=key,
+        )
+
+    train_logps = logps(data.train)
+    heldout = None if data.heldout is None else (data.heldout, logps(data.heldout))
+    return Reference(train=train_logps, heldout=heldout, key=key)
+
+
+def train_policy(
+    ctx: RunContext,
+    model_config,
+    sft_params,
+    data: tasks.RunData,
+    reference: Reference,
+    generation: GenerationEval | None,
+) -> Trained:
+    """Preference training in rounds for every method but ``sft``, whose policy is the SFT
+    model; the training's results.json entries include the per-epoch dynamics."""
+    config = ctx.config
+    if config.method == "sft":  # supervised fine-tuning only; the SFT model is evaluated
+        if not config.sft.enabled:
+            raise ConfigValueError("config.method='sft' needs config.sft.enabled=True")
+        return Trained(sft_params, "dpo", {}, {})
+    probe = None
+    if config.eval.dynamics:
+        probe = dynamics_probe(ctx, model_config, sft_params, data, reference, generation)
+    params, loss, results, final_logps = preference_rounds(
+        ctx, model_config, sft_params, data, reference, probe
+    )
+    results["dynamics"] = dynamics.collect(
+        read_metrics(ctx.workdir), float(config.ropo.epochs_per_round)
+    )
+    results["selected_by_noisy_validation"] = dynamics.select_by_noisy_validation(
+        results["dynamics"]
+    )
+    return Trained(params, loss, results, final_logps)
+
+
+def evaluate(
+    ctx: RunContext,
+    model_config,
+    sft_params,
+    data: tasks.RunData,
+    reference: Reference,
+    trained: Trained,
+    generation: GenerationEval | None,
+) -> dict[str, Any]:
+    """``results.json``: the shared evaluation, the task's (from the evaluation prompts), the
+    training's entries and the realised noise rate."""
+    results = final_evaluation.evaluate(
+        ctx.workdir,
+        model_config,
+        trained.params,
+        data.train,
+        reference.train,
+        reference.heldout,
+        final_eval(ctx, trained.scoring_loss),
+        mesh=ctx.mesh,
+        policy_logps=trained.final_logps,
+    )
+    if generation is not None:
+        added = dict(
+            ctx.task.final_evaluation(model_config, trained.params, sft_params, data, generation)
+        )
+        results["eval"].update(added.pop("eval", {}))
+        results.update(added)
+    results.update(trained.results)
+    rate = None if data.noise is None else float(data.noise.is_flipped.mean())
+    results["noise"]["realised_rate"] = rate
+    return results
+
+
+def write_results(ctx: RunContext, results: dict[str, Any]) -> None:
+    """``WORKDIR/results.json`` (process 0) and the final metrics record."""
+    if processes.is_writer():
+        with open(os.path.join(ctx.workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    ctx.writer.write({"stage": "final", **flatten(results)})
+    ctx.writer.close()
+
+
+# --- config blocks → the dataclasses and values below -----------------------------------------
+
+
+def stage_config(
+    block: ml_collections.ConfigDict, name: str, kind: str, seed: int, *, key: str | None = None
+) -> trainer.StageConfig:
+    """A training stage from ``config.sft`` or ``config.train`` (``key``: the block's name,
+    default ``name``). Preference rounds set ``epochs`` (ropo.epochs_per_round); a
+    ``max_length``/``max_completion_tokens`` of 0 means "from the data"."""
+    return configs.to_dataclass(
+        trainer.StageConfig,
+        block,
+        key or name,
+        optional=("epochs", "schedule_steps"),
+        none_when_unset=("max_length", "max_completion_tokens"),
         name=name,
         kind=kind,
-        epochs=float(block.get("epochs", 1.0)),  # preference rounds set ropo.epochs_per_round
-        batch_size=int(block.batch_size),
-        micro_batches=int(block.micro_batches),
-        learning_rate=float(block.learning_rate),
-        warmup_ratio=float(block.warmup_ratio),
-        schedule=block.schedule,
-        weight_decay=float(block.weight_decay),
-        max_grad_norm=float(block.max_grad_norm),
-        batch_mode=block.batch_mode,
-        max_length=int(block.max_length) or None,
-        max_completion_tokens=int(block.get("max_completion_tokens", 0)) or None,
         seed=seed,
-        log_every=int(block.log_every),
-        checkpoint_every=int(block.checkpoint_every),
-        keep_checkpoints=int(block.keep_checkpoints),
     )
 
 
+def step_config(config: ml_collections.ConfigDict) -> train.StepConfig:
+    """The preference train step's options from ``config.train``."""
+    return configs.to_dataclass(train.StepConfig, config.train, "train", optional=ROUND_STEP_FIELDS)
+
+
+def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
+    """``config.ropo``; filtering and rejection sampling only for ``ropo_full``."""
+    full = config.method == "ropo_full"
+    return configs.to_dataclass(
+        ropo_lib.RopoConfig,
+        config.ropo,
+        "ropo",
+        filtering=full,
+        rs_enabled=full and config.ropo.rs.enabled,
+    )
+
+
+def noise_config(config: ml_collections.ConfigDict) -> NoiseConfig:
+    """The training pairs' label noise (``config.noise``, docs/method.md §4)."""
+    return configs.to_dataclass(NoiseConfig, config.noise, "noise")
+
+
 def loss_hyperparams(config: ml_collections.ConfigDict, loss: str) -> dict[str, Any]:
+    """The knobs ``loss`` takes from ``config.loss``; a negative label_smoothing or flip_rate
+    is the configured noise rate (the baselines' oracle setting, below 0.5)."""
     knobs = dict(config.loss)
     for key in ("label_smoothing", "flip_rate"):
-        if knobs[key] < 0:  # the oracle setting: the configured noise rate (< 0.5)
+        if knobs[key] < 0:
             knobs[key] = min(float(config.noise.rate), 0.49)
     return losses.hyperparams_from(loss, knobs)
 
 
-def data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
-    """The run's data directories; data prepared inside the run (the synthetic task,
-    ``data.raw``) is written by process 0, then found ready by the others."""
-    if processes.is_writer():
-        paths = _data_paths(config, workdir)
-    processes.barrier("data prepared")
-    if not processes.is_writer():
-        paths = _data_paths(config, workdir)
-    return paths
+def final_eval(ctx: RunContext, scoring_loss: str) -> final_evaluation.FinalEval:
+    """The final evaluation's settings: the run's identity and how its policy is scored, with
+    ρ the configured one or the run's estimate."""
+    config = ctx.config
+    return final_evaluation.FinalEval(
+        method=config.method,
+        seed=int(config.seed),
+        noise_kind=config.noise.kind,
+        noise_rate=float(config.noise.rate),
+        batch_size=int(config.eval.batch_size),
+        filter_ratio=final_evaluation.filter_ratio(config.ropo.filter_ratio, ctx.workdir),
+        scoring_loss=scoring_loss,
+        scoring_hyperparams=loss_hyperparams(config, scoring_loss),
+    )
 
 
-def _data_paths(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
-    if config.task == "synthetic":
-        s = config.synthetic
-        task_config = synthetic_task.TaskConfig(**dict(s.task))
-        data_config = synthetic_dataset.DataConfig(**dict(s.data))
-        return synthetic_prepare.prepare_synthetic(
-            os.path.join(workdir, "data"), task_config, data_config, seed=int(s.data_seed)
-        )
-    if config.task != "prepared":
-        raise ConfigValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
-    paths = {k: v for k, v in dict(config.data).items() if isinstance(v, str) and v}
-    raw = config.data.raw
-    if raw.format:
-        paths.update(_prepare_raw(config, workdir, given=paths))
-    if "train" not in paths:
-        raise ConfigValueError(
-            "config.data.train is empty: prepare a data set with ropo_jax.data.prepare"
-        )
-    return paths
+def generation_eval(ctx: RunContext, data: tasks.RunData) -> GenerationEval | None:
+    """How both models answer the evaluation prompts (``eval.*``); None without prompts."""
+    if "eval_prompts" not in data.paths:
+        return None
+    config, e = ctx.config, ctx.config.eval
+    run_name = f"{config.method}_{config.noise.kind}{float(config.noise.rate):g}_seed{config.seed}"
+    max_prompt_length = data.train.manifest.get("max_prompt_length")
+    return configs.to_dataclass(
+        GenerationEval,
+        e,
+        "eval",
+        none_when_unset=("reward_model",),
+        prompts_path=data.paths["eval_prompts"],
+        tokenizer_dir=data.tokenizer_dir,
+        sampling=configs.to_dataclass(
+            sampling.SamplingConfig,
+            e,
+            "eval",
+            optional=("top_k", "eos_token_id", "pad_token_id"),
+            length_bucket=16,
+        ),
+        seed=int(config.seed) + 1000,
+        output_dir=os.path.join(ctx.workdir, "eval"),
+        generator=e.generator or run_name,
+        chat_template=ctx.task.chat_template(),
+        max_prompt_length=None if max_prompt_length is None else int(max_prompt_length),
+        write=processes.is_writer(),
+    )
 
 
-def _prepare_raw(config: ml_collections.ConfigDict, workdir: str, *, given) -> dict[str, str]:
-    """The splits of ``config.data.raw`` prepared into ``WORKDIR/data`` (reused on a re-run)."""
-    raw, data = config.data.raw, config.data
-    inputs = {
-        split: ("sft" if split == "sft" else raw.format, raw[split])
-        for split in ("train", "test", "sft")
-        if raw[split]
-    }
-    both = sorted(set(inputs) & set(given))
-    if both:
-        raise ConfigValueError(f"config.data.{both[0]} and config.data.raw.{both[0]} are both set")
-    if not data.tokenizer:
-        raise ConfigValueError(
-            "config.data.raw needs config.data.tokenizer (a tokenizer directory)"
-        )
-    try:
-        return prepare_splits(
-            os.path.join(workdir, "data"),
-            inputs,
-            tokenizer=data.tokenizer,
-            max_length=int(raw.max_length),
-            max_prompt_length=int(raw.max_prompt_length),
-            on_error=raw.on_error,
-            dedupe=bool(raw.dedupe),
-            pairing=raw.pairing,
-            include_cnndm=bool(raw.include_cnndm),
-            chat_template=data.chat_template or None,
-        )
-    except DataError as e:
-        raise DataError(f"config.data.raw: {e}") from None
+# --- the model and its exports ----------------------------------------------------------------
 
 
 def build_model(
@@ -208,289 +422,102 @@ def export_policy(config, workdir, name, model_config, params, *, stage: str) ->
     logging.info("%s: exported to %s", stage, output_dir)
 
 
-def noise_config(config: ml_collections.ConfigDict) -> NoiseConfig:
-    n = config.noise
-    strengths = SYNTHETIC_SOURCE_STRENGTHS if config.task == "synthetic" else None
-    kwargs = dict(
-        kind=n.kind, rate=float(n.rate), seed=int(n.seed), temperature=float(n.temperature)
-    )
-    if strengths:
-        kwargs["source_strengths"] = strengths
-    return NoiseConfig(**kwargs)
+# --- preference training ----------------------------------------------------------------------
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    os.makedirs(workdir, exist_ok=True)
-    mesh = sharding.make_mesh(tuple(config.mesh.shape))
-    writer = MetricsWriter(workdir, tensorboard=config.tensorboard)
-    paths = data_paths(config, workdir)
-    train_data, noise_result = load_preference_data(paths["train"], noise_config(config))
-    vocab = None
-    if config.task == "synthetic":
-        vocab = len(
-            synthetic_task.vocabulary(synthetic_task.TaskConfig(**dict(config.synthetic.task)))
-        )
-    export_lib.write_export_info(
-        workdir,
-        tokenizer_dir=paths.get("tokenizer") or train_data.manifest.get("tokenizer"),
-        chat_template_path=config.data.chat_template or None,
-    )
-    manifest = train_data.manifest if config.task == "prepared" else None
-    model_config, init_params = build_model(config, vocab, manifest, mesh)
-    init_params = jax.device_put(
-        init_params,
-        sharding.tree_shardings(mesh, models.param_logical_axes(model_config), init_params),
-    )
-    chunk = int(config.train.logps_chunk_size)
-
-    sft_params = init_params
-    if config.sft.enabled:
-        sft_data = load_prepared(paths["sft"])
-        sft_params = trainer.run_stage(
-            stage_config(config.sft, "sft", "sft", config.seed),
-            train.StepConfig(logps_chunk_size=chunk),
-            model_config,
-            init_params,
-            sft_data,
-            workdir=workdir,
-            writer=writer,
-            mesh=mesh,
-        )
-        export_policy(config, workdir, "sft_model", model_config, sft_params, stage="sft")
-
-    cache_dir = os.path.join(workdir, "cache")
-    batch_size = int(config.eval.batch_size)
-    reference_key = scoring.params_hash(sft_params)  # once: hashing reads every weight
-    reference = scoring.reference_logps(
-        model_config,
-        sft_params,
-        train_data,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        mesh=mesh,
-        params_key=reference_key,
-    )
-    heldout = None  # the held-out pairs and their reference log-probs
-    if "test" in paths:
-        test = load_prepared(paths["test"])
-        heldout = (
-            test,
-            scoring.reference_logps(
-                model_config,
-                sft_params,
-                test,
-                cache_dir=cache_dir,
-                batch_size=batch_size,
-                mesh=mesh,
-                params_key=reference_key,
-            ),
-        )
-    if config.method == "sft":  # supervised fine-tuning only; the SFT model is evaluated
-        if not config.sft.enabled:
-            raise ConfigValueError("config.method='sft' needs config.sft.enabled=True")
-        policy_params, scoring_loss, extra = sft_params, "dpo", {}
-    else:
-        probe = None
-        if config.eval.dynamics:
-            probe = dynamics_probe(
-                config, paths, model_config, sft_params, train_data, reference, heldout, mesh
-            )
-        policy_params, scoring_loss, extra = _preference_rounds(
-            config,
-            workdir,
-            model_config,
-            sft_params,
-            train_data,
-            reference,
-            heldout,
-            writer=writer,
-            mesh=mesh,
-            reference_key=reference_key,
-            paths=paths,
-            probe=probe,
-        )
-        extra["dynamics"] = dynamics.collect(
-            read_metrics(workdir), float(config.ropo.epochs_per_round)
-        )
-        extra["selected_by_noisy_validation"] = dynamics.select_by_noisy_validation(
-            extra["dynamics"]
-        )
-    if config.method != "sft" or config.sft.enabled:  # a run that trained
-        export_policy(config, workdir, "model", model_config, policy_params, stage=config.method)
-
-    final_logps = extra.pop("final_logps", {})
-    results = final_evaluation.evaluate(
-        config,
-        workdir,
-        model_config,
-        policy_params,
-        sft_params,
-        paths,
-        train_data,
-        reference,
-        heldout,
-        scoring_loss=scoring_loss,
-        scoring_hyperparams=loss_hyperparams(config, scoring_loss),
-        mesh=mesh,
-        policy_logps=final_logps,
-    )
-    results.update(extra)
-    results["noise"]["realised_rate"] = (
-        None if noise_result is None else float(noise_result.is_flipped.mean())
-    )
-    if processes.is_writer():
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=1)
-    writer.write({"stage": "final", **flatten(results)})
-    writer.close()
-    return results
-
-
-def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
-    r, full = config.ropo, config.method == "ropo_full"
-    return ropo_lib.RopoConfig(
-        num_rounds=int(r.num_rounds),
-        filter_ratio="auto" if r.filter_ratio == "auto" else float(r.filter_ratio),
-        filter_start_round=int(r.filter_start_round),
-        filter_mode=r.filter_mode,
-        filter_granularity=r.filter_granularity,
-        filtering=full,
-        rs_enabled=full and bool(r.rs.enabled),
-        rs_num_candidates=int(r.rs.num_candidates),
-        rs_temperature=float(r.rs.temperature),
-        rs_top_p=float(r.rs.top_p),
-        rs_max_new_tokens=int(r.rs.max_new_tokens),
-        rs_include_original=bool(r.rs.include_original),
-        rs_selection=r.rs.selection,
-        rs_ranking=r.rs.ranking,
-        rs_min_margin=float(r.rs.min_margin),
-        restart_optimizer=bool(r.restart_optimizer),
-    )
-
-
-def _preference_rounds(
-    config,
-    workdir,
-    model_config,
-    sft_params,
-    train_data,
-    reference,
-    heldout,
-    *,
-    writer,
-    mesh,
-    reference_key,
-    paths,
-    probe=None,
+def preference_rounds(
+    ctx: RunContext, model_config, sft_params, data: tasks.RunData, reference: Reference, probe
 ):
-    """Every method through the same loop (SPEC §3): ROPO's rounds filter and rejection-sample;
-    the baselines' rounds only train, for the same number of epochs."""
+    """Every method through the same loop (docs/method.md §3.6): ROPO's rounds filter and
+    rejection-sample; the baselines' rounds only train, for the same number of epochs.
+    Returns ``(params, loss, results.json entries, final log-probs)``."""
+    config = ctx.config
     loss = "ropo" if config.method == "ropo_full" else config.method
-    hparams = loss_hyperparams(config, loss)
-    stage = stage_config(config.train, "round", "preference", config.seed)
-    stage = dataclasses.replace(stage, epochs=float(config.ropo.epochs_per_round))
-    step = train.StepConfig(
-        logps_chunk_size=int(config.train.logps_chunk_size),
-        online_reference=bool(config.train.online_reference),
-        nan_policy=config.train.nan_policy,
+    stage = dataclasses.replace(
+        stage_config(config.train, "round", "preference", config.seed, key="train"),
+        epochs=float(config.ropo.epochs_per_round),
     )
     batch_size = int(config.eval.batch_size)
     evaluate_round = None
-    if heldout is not None:
+    if reference.heldout is not None:
 
         def evaluate_round(params, logps=None):
             return eval_lib.preference_accuracy(
-                model_config, params, *heldout, batch_size=batch_size, mesh=mesh, logps=logps
+                model_config,
+                params,
+                *reference.heldout,
+                batch_size=batch_size,
+                mesh=ctx.mesh,
+                logps=logps,
             )
 
     run = rounds_lib.RoundsRun(
-        workdir=workdir,
+        workdir=ctx.workdir,
         ropo=ropo_config(config),
         loss=loss,
-        hyperparams=hparams,
+        hyperparams=loss_hyperparams(config, loss),
         model_config=model_config,
         sft_params=sft_params,
-        train_data=train_data,
-        reference=reference,
-        writer=writer,
-        mesh=mesh,
+        train_data=data.train,
+        reference=reference.train,
+        writer=ctx.writer,
+        mesh=ctx.mesh,
         batch_size=batch_size,
         seed=int(config.seed),
-        reference_key=reference_key,
-        texts=pair_texts(config, paths, train_data),
+        reference_key=reference.key,
+        texts=pair_texts(ctx.task, data),
         noise_applied=config.noise.kind != "none",
     )
     params, rounds, final_logps = rounds_lib.run_rounds(
         run,
         stage_template=stage,
-        step_template=step,
+        step_template=step_config(config),
         evaluate_round=evaluate_round,
         probe=probe,
     )
-    extra = {"rounds": rounds, "final_logps": final_logps}
-    estimate = rounds_lib.read_estimate(workdir)
+    results = {"rounds": rounds}
+    estimate = rounds_lib.read_estimate(ctx.workdir)
     if estimate is not None:
-        extra["filter_ratio_estimate"] = estimate
-    return params, loss, extra
+        results["filter_ratio_estimate"] = estimate
+    return params, loss, results, final_logps
 
 
-def pair_texts(config, paths, train_data) -> pair_text.PairText | None:
+def pair_texts(task: tasks.Task, data: tasks.RunData) -> pair_text.PairText | None:
     """Decoding (and on the synthetic task the gold reward) for the files people read: each
     round's suspects and rejection-sampling records."""
-    tokenizer_dir = paths.get("tokenizer") or train_data.manifest.get("tokenizer")
-    if not tokenizer_dir:
+    if not data.tokenizer_dir:
         return None
-    gold = None
-    if config.task == "synthetic":
-        task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
-
-        def gold(prompt, response):
-            return synthetic_task.gold_reward(task_config, prompt, response)
-
-    return pair_text.PairText.from_tokenizer(load_tokenizer(tokenizer_dir), gold_reward=gold)
+    tokenizer = load_tokenizer(data.tokenizer_dir)
+    return pair_text.PairText.from_tokenizer(tokenizer, gold_reward=task.gold_reward)
 
 
-def dynamics_probe(config, paths, model_config, sft_params, train_data, reference, heldout, mesh):
-    """The training-dynamics probe of a run (``ropo_jax.dynamics``): fit rates and noise AUROC
-    on the training pairs, held-out accuracy, and on the synthetic task the gold reward and KL
-    of samples for the first ``eval.dynamics_prompts`` evaluation prompts."""
-    gold = None
-    count = int(config.eval.dynamics_prompts)
-    if config.task == "synthetic" and count and "eval_prompts" in paths:
-        task_config = synthetic_task.TaskConfig(**dict(config.synthetic.task))
-        texts = synthetic_prepare.read_eval_prompts(paths["eval_prompts"])[:count]
-        tokenizer = load_tokenizer(paths["tokenizer"])
-        encoder = Encoder(tokenizer, Limits(max_length=2**30, max_prompt_length=2**29))
-
-        def reward(i, response_ids):
-            text = tokenizer.decode([t for t in response_ids if t != tokenizer.eos_id])
-            return synthetic_task.gold_reward(task_config, texts[i], text.strip())
-
-        gold = dynamics.GoldProbe(
-            prompt_ids=[encoder.prompt_ids(t) for t in texts],
-            reward=reward,
-            sampling_config=sampling.SamplingConfig(
-                max_new_tokens=int(config.eval.max_new_tokens),
-                temperature=float(config.eval.temperature),
-                top_p=float(config.eval.top_p),
-                pad_token_id=train_data.pad_id,
-                length_bucket=16,
-            ),
-        )
+def dynamics_probe(
+    ctx: RunContext,
+    model_config,
+    sft_params,
+    data: tasks.RunData,
+    reference: Reference,
+    generation: GenerationEval | None,
+) -> dynamics.DynamicsProbe:
+    """The training-dynamics probe of a run (``ropo_jax.evaluation.dynamics``): fit rates and
+    noise AUROC on the training pairs, held-out accuracy (on the true labels and on labels
+    noised by an independent draw), and the task's gold curve for the first
+    ``eval.dynamics_prompts`` evaluation prompts (synthetic task)."""
+    config = ctx.config
     heldout_flips = None
-    if heldout is not None and config.noise.kind != "none":
+    if data.heldout is not None and config.noise.kind != "none":
         # The noisy validation labels: the run's noise model, an independent draw.
         noise = dataclasses.replace(noise_config(config), seed=int(config.noise.seed) + 7919)
-        heldout_flips = load_preference_data(heldout[0], noise)[1].is_flipped
+        heldout_flips = load_preference_data(data.heldout, noise)[1].is_flipped
     return dynamics.DynamicsProbe(
         model_config=model_config,
         ref_params=sft_params,
-        train_data=train_data,
-        reference=reference,
-        heldout=heldout,
+        train_data=data.train,
+        reference=reference.train,
+        heldout=reference.heldout,
         heldout_flips=heldout_flips,
-        gold=gold,
+        gold=ctx.task.gold_probe(data, generation, int(config.eval.dynamics_prompts)),
         batch_size=int(config.eval.batch_size),
         seed=int(config.seed) + 2000,
-        mesh=mesh,
+        mesh=ctx.mesh,
     )

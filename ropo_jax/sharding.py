@@ -50,9 +50,13 @@ def make_mesh(
     axis_names: Sequence[str] = MESH_AXES,
     devices: Sequence[jax.Device] | None = None,
 ) -> Mesh:
-    """Builds a mesh with explicit ``AxisType.Auto`` axes; one ``-1`` entry means "the rest".
+    """Builds a mesh with ``jax.make_mesh``; one ``-1`` entry means "the rest".
 
-    Raises ValueError naming the mesh shape and device count when they do not fit.
+    ``jax.make_mesh`` orders the devices for the physical topology (TPU rings, GPUs by id). The
+    axes are ``AxisType.Auto``: recent jax defaults to ``Explicit`` axes, which break model code
+    written for automatic sharding propagation. Raises ValueError naming the mesh shape and
+    device count when they do not fit, before ``jax.make_mesh`` is called (given more devices
+    than the shape needs, it would silently use the first ones).
     """
     devices = list(jax.devices() if devices is None else devices)
     shape = list(shape)
@@ -73,8 +77,9 @@ def make_mesh(
             f"mesh shape {shape} uses {math.prod(shape)} devices but {len(devices)} are "
             "available; set one axis to -1 to use them all"
         )
-    device_array = np.asarray(devices).reshape(shape)
-    return Mesh(device_array, tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape))
+    return jax.make_mesh(
+        tuple(shape), tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape), devices=devices
+    )
 
 
 def logical_to_spec(
@@ -154,3 +159,22 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def put_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh | None, *, micro_axis: bool):
+    """Global device arrays for a host batch; a leading micro-batch axis is not split."""
+    if mesh is None:
+        return jax.tree.map(jax.numpy.asarray, batch)
+    lead = (None,) if micro_axis else ()
+
+    def put(x):
+        batch_dim = len(lead)
+        global_shape = list(x.shape)
+        global_shape[batch_dim] *= jax.process_count()
+        axes = lead + ("batch",) + (None,) * (x.ndim - batch_dim - 1)
+        spec = logical_to_spec(axes, mesh, shape=global_shape)
+        return jax.make_array_from_process_local_data(
+            jax.sharding.NamedSharding(mesh, spec), x, tuple(global_shape)
+        )
+
+    return jax.tree.map(put, batch)

@@ -18,7 +18,8 @@ from ropo_jax import losses
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/losses", "Run directory to write into.")
 _BETA = flags.DEFINE_float("beta", 0.1, "β for every loss.")
 
-# The curves of the paper's motivating figure, and the table's rows (SPEC §2 hyper-parameters).
+# The curves of the paper's motivating figure, and the table's rows (docs/method.md §2.1
+# hyper-parameters).
 CURVES = {
     "DPO": ("dpo", {}),
     "cDPO (ε=0.1)": ("cdpo", {"label_smoothing": 0.1}),

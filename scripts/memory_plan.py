@@ -13,7 +13,7 @@ or the defaults of experiment configs, exactly as a run of ``ropo_jax.main`` wou
     python scripts/memory_plan.py \\
         --experiments=experiments/paper/ultrafeedback.py:mistral_7b,experiments/sft.py
 
-The step is the project's own (``ropo_jax.train.make_train_step``): policy forward over
+The step is the project's own (``ropo_jax.training.step.make_train_step``): policy forward over
 chosen+rejected (2·pairs sequences per micro-batch), the LM head on the response positions only
 (``--response_len`` of them per sequence), DPO loss with cached reference log-probs (no reference
 parameters), AdamW with clipping (float32 params and moments), state donated. Per device:
@@ -36,9 +36,11 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from ropo_jax import models, optim, sharding, train
+from ropo_jax import models, sharding
 from ropo_jax.data import batching
 from ropo_jax.models.config import REMAT_POLICIES
+from ropo_jax.training import optim
+from ropo_jax.training import step as train
 
 _MODELS = flags.DEFINE_list("models", ["mistral_7b", "llama2_7b"], "Model presets.")
 _LAYOUTS = flags.DEFINE_list("layouts", ["1x8x1", "1x4x2", "2x4x1"], "data x fsdp x tensor.")
@@ -96,7 +98,7 @@ def _mesh(shape) -> jax.sharding.Mesh:
 
 
 def plan(config, mesh_shape, pairs: int, seq_len: int, response_len: int) -> dict:
-    """Lowers ropo_jax.train's DPO step (cached reference) on abstract sharded inputs."""
+    """Lowers ropo_jax.training.step's DPO step (cached reference) on abstract sharded inputs."""
     mesh = _mesh(mesh_shape)
     optimizer = optim.make_optimizer(learning_rate=5e-7, total_steps=1000, warmup_steps=100)
     abstract_state = jax.eval_shape(lambda: train.init_state(config, optimizer, jax.random.key(0)))

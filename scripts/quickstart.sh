@@ -4,6 +4,8 @@
 # (experiments/synthetic.py:quick) — DPO, cDPO, rDPO, IPO, the ROPO loss and the full ROPO
 # framework at 40 % symmetric label noise — then the results table and the figures (training
 # dynamics, the reward–KL frontier).   RUN_DIR=runs/quickstart by default; re-running resumes.
+# The figures go to figures/ (git-ignored); docs/figures/ holds the committed ones, drawn from
+# the 6-seed sweeps of docs/RESULTS.md, which the quickstart leaves alone.
 source "$(dirname "$0")/_setup_env.sh" requirements.txt
 RUN_DIR="${RUN_DIR:-runs/quickstart}"
 start=$(date +%s)
@@ -16,4 +18,4 @@ python scripts/figures/score_distributions.py --runs="$RUN_DIR/dpo,$RUN_DIR/ropo
   --out=figures/score_distributions.png
 python scripts/figures/dynamics.py --root="$RUN_DIR" --rate=0.4 --out=figures/dynamics.png
 python scripts/figures/reward_kl.py --root="$RUN_DIR" --rate=0.4 --out=figures/reward_kl.png
-echo "[quickstart] done in $(( $(date +%s) - start )) s; run directories under $RUN_DIR, table in $RUN_DIR/results.md"
+echo "[quickstart] done in $(( $(date +%s) - start )) s; run directories under $RUN_DIR, table in $RUN_DIR/results.md, figures in figures/"

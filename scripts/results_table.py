@@ -9,7 +9,7 @@ in their ``_seedN`` suffix into one row of mean ± sample std (n seeds).
 import argparse
 import os
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 COLUMNS = (
     ("gold win rate vs SFT", run_results.win_rate),

@@ -12,12 +12,13 @@ import numpy as np
 import optax
 import pytest
 
-from ropo_jax import batches, configs, losses, models, pipeline, train
+from ropo_jax import configs, losses, models, pipeline
 from ropo_jax.data import batching
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.models import attention
+from ropo_jax.training import step as train
 
 CONFIG = models.ModelConfig(
     vocab_size=96, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
@@ -154,7 +155,7 @@ def test_train_step_with_micro_batches_matches(params, kind):
     second = batching.collate(
         _pairs(4, seed=4), num_pairs=4, seq_len=SEQ_LEN, pad_id=0, packed=not sft, sft=sft
     )
-    stacked = batches.stack_micro_batches([first, second])
+    stacked = batching.stack_micro_batches([first, second])
     assert stacked[KEY].shape[-1] == SEQ_LEN - 1
     assert np.all(stacked[KEY][0][:, 8:] == -1)
     if not sft:

@@ -13,7 +13,7 @@ import pytest
 
 from ropo_jax.data import batching
 from ropo_jax.data.errors import DataError
-from ropo_jax.data.loader import make_loader
+from ropo_jax.data.loader import default_bucket_boundaries, make_loader
 from ropo_jax.data.noise import NoiseConfig, apply_noise, noise_data
 from ropo_jax.data.prepared import PreferenceData, load_prepared
 
@@ -378,40 +378,6 @@ def test_subset_and_prepared_roundtrip(tmp_path):
     assert np.concatenate([b["example_index"] for b in batches]).tolist() == kept
 
 
-# --- TFDS builders (array_record, no TensorFlow) -----------------------------------------------
-
-
-def test_tfds_builders_end_to_end(tmp_path):
-    pytest.importorskip("tensorflow_datasets")
-    from ropo_jax.data import tfds_builders
-
-    alpaca_dir = tmp_path / "alpaca_raw"
-    alpaca_dir.mkdir()
-    with open(os.path.join(FIXTURES, "alpaca_comparison.json"), encoding="utf-8") as f:
-        text = f.read()
-    # The builder stops at bad rows; drop the element with the empty response.
-    elements = [
-        e for e in json.loads(text) if all(r["response"] for r in e["responses_and_scores"])
-    ]
-    (alpaca_dir / "comparison_data_v2.json").write_text(json.dumps(elements), encoding="utf-8")
-    builder = tfds_builders.build("alpaca_comparison", str(alpaca_dir), str(tmp_path / "tfds"))
-    source = builder.as_data_source("train")
-    rows = sorted((source[i] for i in range(len(source))), key=lambda r: r["id"])
-    assert len(rows) == 4
-    assert all(r["is_chat"] for r in rows)
-    assert {r["source_chosen"].decode() for r in rows} == {"gpt4"}
-    messages = json.loads(rows[0]["prompt"].decode())
-    assert messages[0]["role"] == "user"
-    assert list(builder.info.splits) == ["train"] and builder.info.citation
-
-    hh_builder = tfds_builders.build(
-        "hh_rlhf", os.path.join(FIXTURES, "hh_rlhf"), str(tmp_path / "tfds")
-    )
-    hh = hh_builder.as_data_source("train")
-    assert len(hh) == 5 and all(hh[i]["prompt"].decode().endswith("Assistant:") for i in range(5))
-    assert all(np.isnan(hh[i]["score_chosen"]) for i in range(5))
-
-
 @pytest.mark.e2e
 def test_padding_efficiency_script_runs():
     out = subprocess.run(
@@ -432,3 +398,30 @@ def test_padding_efficiency_script_runs():
     values = [float(line.split("efficiency ")[1].split()[0]) for line in lines[1:]]
     assert [line.split()[0] for line in lines[1:]] == ["padded", "bucketed", "packed"]
     assert values[0] < values[1] < values[2] <= 1.0
+
+
+def test_bucketed_without_boundaries_uses_multiples_of_128():
+    assert default_bucket_boundaries(128) == ()
+    assert default_bucket_boundaries(1024) == (128, 256, 384, 512, 640, 768, 896)
+    assert default_bucket_boundaries(4096) == tuple(range(512, 4096, 512))  # at most 8 buckets
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 180, size=64)  # prompt + response ≤ 360 tokens
+    data = PreferenceData.from_token_lists(
+        [str(i) for i in range(64)],
+        [[1, *rng.integers(3, 90, n).tolist()] for n in lengths],
+        [[*rng.integers(3, 90, n).tolist(), 2] for n in lengths],
+        [[*rng.integers(3, 90, n // 2).tolist(), 2] for n in lengths],
+        manifest={"pad_id": 0, "max_length": 384},
+    )
+    loader = make_loader(
+        data,
+        batch_size=8,
+        mode="bucketed",
+        shuffle=False,
+        num_epochs=1,
+        shard_index=0,
+        shard_count=1,
+    )
+    widths = {batch["tokens"].shape[1] for batch in loader}
+    # Short and long batches get their own row lengths instead of all being padded to 384.
+    assert widths <= {128, 256, 384} and len(widths) >= 2, widths

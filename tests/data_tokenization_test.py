@@ -1,7 +1,7 @@
 """Tokenization: BOS/EOS, exact prompt/response boundaries, chat templates, truncation.
 
 Token-level checks use the real Mistral-7B SentencePiece model shipped in the mistral-common
-wheel (DATA_FORMATS.md); they skip only when that wheel is not installed.
+wheel (docs/data.md "Tokenization"); they skip only when that wheel is not installed.
 """
 
 import os

@@ -9,10 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from ropo_jax import eval_generations, models, sampling
+from ropo_jax import models
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.example import Message
-from ropo_jax.eval import _truncate_left
+from ropo_jax.evaluation import generations as eval_generations
+from ropo_jax.evaluation.heldout import _truncate_left
+from ropo_jax.inference import sampling
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -117,14 +119,15 @@ def _evaluate(tmp_path, params_pair, config, **kwargs):
         tokenizer_dir=BYTE_TOKENIZER,
         chat_template=None,
         max_prompt_length=48,
-        sampling_config=sampling.SamplingConfig(max_new_tokens=6, temperature=0.7),
+        sampling=sampling.SamplingConfig(max_new_tokens=6, temperature=0.7),
         seed=0,
-        batch_size=4,
+        generate_batch_size=4,
         output_dir=str(tmp_path / "eval"),
         generator="dpo_seed0",
     )
     options.update(kwargs)
-    return eval_generations.evaluate_generations(config, *params_pair, **options)
+    generation = eval_generations.GenerationEval(**options)
+    return eval_generations.evaluate_generations(config, *params_pair, generation)
 
 
 def test_evaluate_generations_with_a_reward_model(tmp_path):

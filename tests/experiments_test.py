@@ -65,7 +65,8 @@ def test_config_builds(path):
 
 @pytest.mark.parametrize("path", PAPER)
 def test_paper_config_settings(path):
-    """The settings docs/experiments.md documents for the full-scale runs (SPEC §3, §6)."""
+    """The settings docs/experiments.md documents for the full-scale runs
+    (docs/method.md §3.7, §6)."""
     from ropo_jax import losses, pipeline
 
     module = _load(path)

@@ -1,4 +1,5 @@
-"""The w-step, in-batch filtering, rejection-sampling pair selection and SPEC §5 metrics."""
+"""The w-step, in-batch filtering, rejection-sampling pair selection and docs/method.md §5
+metrics."""
 
 import itertools
 
@@ -7,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropo_jax import eval_metrics, filtering, rejection_sampling
+from ropo_jax.evaluation import metrics as eval_metrics
+from ropo_jax.losses import filtering
+from ropo_jax.ropo import rejection_sampling
 
 
 def test_keeps_exactly_the_lowest_scores():
@@ -178,6 +181,14 @@ def test_auroc_against_pairwise_definition():
         eval_metrics.auroc([np.nan, 1.0], [True, False])
 
 
+def test_auroc_ties_count_half():
+    # flipped 1, 2 vs clean 1, 0: (1, 1) is a tie (½), the other three pairs are ordered.
+    assert eval_metrics.auroc([1.0, 1.0, 2.0, 0.0], [True, False, True, False]) == 3.5 / 4
+    assert eval_metrics.auroc([3.0, 3.0, 3.0], [True, False, False]) == 0.5
+    # A tie inside one class changes nothing: flipped 2, 2 vs clean 1.
+    assert eval_metrics.auroc([2.0, 2.0, 1.0], [True, True, False]) == 1.0
+
+
 def test_noise_identification_and_accuracies():
     flipped = np.array([1, 1, 0, 0, 0, 1], bool)
     discarded = np.array([1, 0, 1, 0, 0, 1], bool)
@@ -205,7 +216,7 @@ def test_standard_errors_are_over_prompts_not_samples():
 
 
 def test_gold_win_rate_pairs_the_kth_samples_of_each_prompt():
-    from ropo_jax import eval as eval_lib
+    from ropo_jax.evaluation import heldout as eval_lib
 
     prompts = ["a", "a", "b", "b"]
     reward = {"good": 1.0, "bad": 0.0, "ok": 0.5}
@@ -226,8 +237,8 @@ def test_gold_win_rate_pairs_the_kth_samples_of_each_prompt():
 def test_noise_identification_ranks_every_method_by_minus_h():
     """The pairs the model contradicts most (lowest h) are the suspects, whatever the loss; for
     ROPO, whose loss decreases in h, the w-step's discards by loss are the same pairs."""
-    from ropo_jax import eval as eval_lib
     from ropo_jax import losses
+    from ropo_jax.evaluation import heldout as eval_lib
 
     rng = np.random.default_rng(0)
     margin = rng.normal(size=200)

@@ -1,5 +1,5 @@
-"""Tests of the preference-loss library (SPEC §2): closed forms, SPEC facts, gradients,
-an independent NumPy implementation, the registry's errors, and TRL's own loss code.
+"""Tests of the preference-loss library (docs/method.md §2): closed forms, the facts of §2.4–§2.5,
+gradients, an independent NumPy implementation, the registry's errors, and TRL's own loss code.
 
 Shape key: B batch (pairs), T length, V vocabulary, D width.
 """
@@ -53,7 +53,8 @@ def _logps_with_margin(margin_B):
 
 
 # --------------------------------------------------------------------------- NumPy reference.
-# Written independently of ropo_jax.losses, straight from the SPEC §2 table, in float64.
+# Written independently of ropo_jax.losses, straight from the table of docs/method.md §2.2, in
+# float64.
 
 
 def _np_log_sigmoid(x):
@@ -313,7 +314,7 @@ def test_ropo_gradient_weight_closed_form_matches_autodiff():
         np.testing.assert_allclose(closed, auto, rtol=1e-5, atol=1e-7)
 
 
-# --------------------------------------------------------------------------- SPEC §2 facts.
+# ------------------------------------------------------------ docs/method.md §2.4–§2.5 facts.
 
 
 @pytest.mark.parametrize("alpha", [3.0, 6.0, 14.0, 30.0])
@@ -338,10 +339,10 @@ def test_ropo_weight_limits(alpha):
 
 
 def test_ropo_weight_monotonicity_for_small_alpha():
-    """SPEC §2 says α ≤ 2 gives a monotone weight. From w = c(1−s)(1+αs), s = σ(βh),
+    """α ≤ 2 is often read as "a monotone weight"; it is not. From w = c(1−s)(1+αs), s = σ(βh),
     dw/ds = c(α(1−2s) − 1): the weight is non-increasing in h exactly when α ≤ 1. For
     1 < α ≤ 2 it rises to 1 at βh = log((α−1)/(α+1)) and then falls, while w(−∞) ≥ w(0) still
-    holds. These are the facts tested; the SPEC wording is recorded in docs/losses.md."""
+    holds (the fact the α warning states). docs/method.md §2.4 states them."""
     z = jnp.linspace(-30.0, 30.0, 60_001)
     for alpha in (0.25, 0.5, 1.0):
         w = np.asarray(losses.ropo_gradient_weight(z, beta=1.0, alpha=alpha))
@@ -364,8 +365,8 @@ def test_noise_aware_loss_is_symmetric():
 
 
 def test_expected_noise_aware_loss_under_symmetric_flips():
-    """E[ℓ_na] under symmetric flips at rate η equals (1−2η)·ℓ_na + η (SPEC §2), checked by
-    sampling flips: the sample mean of flipped losses matches within 6 standard errors."""
+    """E[ℓ_na] under symmetric flips at rate η equals (1−2η)·ℓ_na + η (docs/method.md §2.5), checked
+    by sampling flips: the sample mean of flipped losses matches within 6 standard errors."""
     rng = np.random.default_rng(0)
     margin = 7.0
     clean, _ = losses.noise_aware_loss(*_logps_with_margin(jnp.asarray([margin])), beta=0.1)
@@ -560,6 +561,7 @@ def test_registry_lists_every_spec_loss():
         ("dpo", {"alpha": 3.0}, "does not take hyper-parameter(s) ['alpha']"),
         ("cdpo", {}, "needs hyper-parameter(s) ['label_smoothing']"),
         ("rdpo", {}, "needs hyper-parameter(s) ['flip_rate']"),
+        ("rdpo", {}, "set e.g. --config.loss.flip_rate=..."),  # the key the config has
         ("ropo", {"alpha": 0.0}, "alpha=0.0 is invalid"),
         ("ropo", {"alpha": -1.0}, "alpha=-1.0 is invalid"),
         ("dpo", {"beta": 0.0}, "beta=0.0 is invalid: beta must be > 0"),
@@ -589,8 +591,12 @@ def test_loss_functions_validate_concrete_values_directly():
 
 
 def test_ropo_alpha_at_most_two_warns():
-    with pytest.warns(UserWarning, match="alpha=2.0 <= 2"):
+    with pytest.warns(UserWarning, match="alpha=2.0 <= 2") as record:
         losses.validate_hyperparams("ropo", {"alpha": 2.0})
+    # The warning states w(−∞) ≥ w(0), which holds for every α ≤ 2; "monotone" holds only for
+    # α ≤ 1 (test_ropo_weight_monotonicity_for_small_alpha).
+    message = str(record[0].message)
+    assert "w(-inf) >= w(0)" in message and "monotone" not in message
     with pytest.warns(UserWarning, match="alpha=1.0 <= 2"):
         losses.ropo_loss(*_logps_with_margin(jnp.zeros(2)), beta=0.1, alpha=1.0)
     with warnings.catch_warnings():

@@ -286,7 +286,14 @@ def test_rejection_sampling_variant_records_pair_quality_and_suspects(tmp_path):
     assert {"label_flipped_by_noise", "gold_chosen", "gold_rejected"} <= set(rows[0])
     assert rows[0]["prompt"].startswith("topic T")
     out = subprocess.run(
-        [sys.executable, "-m", "ropo_jax.suspects", f"--workdir={workdir}", "--round=1", "--top=3"],
+        [
+            sys.executable,
+            "-m",
+            "ropo_jax.suspects",
+            f"--workdir={workdir}",
+            "--round=1",
+            "--top=3",
+        ],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

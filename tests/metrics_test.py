@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from ropo_jax import metrics, models
+from ropo_jax import models
+from ropo_jax.training import metrics
 
 CONFIG = models.ModelConfig(
     vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2

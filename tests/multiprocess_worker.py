@@ -13,8 +13,11 @@ def main(process_id: int, num_processes: int, port: str, data_dir: str, workdir:
             num_processes=num_processes,
             process_id=process_id,
         )
-    from ropo_jax import metrics, models, sharding, train, trainer
+    from ropo_jax import models, sharding
     from ropo_jax.data.loader import load_preference_data
+    from ropo_jax.training import loop as trainer
+    from ropo_jax.training import metrics
+    from ropo_jax.training import step as train
 
     data, _ = load_preference_data(data_dir)
     config = models.ModelConfig.preset("tiny", vocab_size=64)

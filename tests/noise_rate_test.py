@@ -1,9 +1,9 @@
-"""The flip-rate estimate behind ropo.filter_ratio="auto" (ropo_jax/noise_rate.py)."""
+"""The flip-rate estimate behind ropo.filter_ratio="auto" (ropo_jax/ropo/noise_rate.py)."""
 
 import numpy as np
 import pytest
 
-from ropo_jax.noise_rate import MAX_RATE, estimate_flip_rate
+from ropo_jax.ropo.noise_rate import MAX_RATE, estimate_flip_rate
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.25, 0.4])

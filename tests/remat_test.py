@@ -13,7 +13,7 @@ import pytest
 from ropo_jax import models
 from ropo_jax.models import remat
 
-TINY = models.ModelConfig.preset("tiny", attention_impl="xla")
+TINY = models.ModelConfig.preset("tiny", attention_impl="xla", scan_layers=True)
 TOKENS = jax.random.randint(jax.random.key(1), (2, 64), 0, TINY.vocab_size)
 
 

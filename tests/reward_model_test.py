@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from ropo_jax import reward_model  # noqa: E402
+from ropo_jax.evaluation import reward_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BYTE_TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "tokenizers", "byte_bpe")
@@ -131,7 +131,7 @@ def test_refuses_bad_directories(tmp_path):
 
 @pytest.mark.e2e
 def test_command_compares_two_files(hand_set_model, tmp_path):
-    from ropo_jax.eval import write_alpaca_eval
+    from ropo_jax.evaluation.heldout import write_alpaca_eval
 
     prompts = ["question", "question"]
     write_alpaca_eval(str(tmp_path / "policy.json"), prompts, ["good", "good"], "policy")
@@ -141,7 +141,7 @@ def test_command_compares_two_files(hand_set_model, tmp_path):
         [
             sys.executable,
             "-m",
-            "ropo_jax.reward_model",
+            "ropo_jax.evaluation.reward_model",
             f"--reward_model={directory}",
             f"--outputs={tmp_path / 'policy.json'}",
             f"--baseline={tmp_path / 'sft.json'}",
@@ -155,7 +155,7 @@ def test_command_compares_two_files(hand_set_model, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["reward_win_rate_vs_sft"] == pytest.approx(0.75)
     bad = subprocess.run(
-        [sys.executable, "-m", "ropo_jax.reward_model", f"--reward_model={tmp_path}"],
+        [sys.executable, "-m", "ropo_jax.evaluation.reward_model", f"--reward_model={tmp_path}"],
         cwd=ROOT,
         capture_output=True,
         text=True,

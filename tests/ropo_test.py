@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from script_runner import main_command, run_script
 
-from ropo_jax import ropo
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.ropo import framework as ropo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -140,8 +140,9 @@ def test_rejection_sampled_pairs_are_stored_chosen_over_rejected(tmp_path):
     (The command-line run checks only the records, which keep their orientation either way.)"""
     import jax
 
-    from ropo_jax import models, scoring
+    from ropo_jax import models
     from ropo_jax.data.loader import load_preference_data
+    from ropo_jax.inference import scoring
     from ropo_jax.synthetic import dataset, prepare, task
 
     paths = prepare.prepare_synthetic(

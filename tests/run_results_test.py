@@ -9,7 +9,7 @@ import pytest
 from figure_runner import bars, errorbar_series, line_series, run_figure, scatter_points
 from script_runner import run_script
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 
 def _write_run(root, name, *, method, rate, seed, win, kind="symmetric", rounds=2, extra=None):
@@ -256,7 +256,7 @@ def test_dynamics_and_reward_kl_figures(tmp_path, monkeypatch, capsys):
     """Two methods × 2 seeds: the printed values are the seed means of the constructed curves
     (DPO fits the flipped pairs and drifts; ROPO does neither), and the noisy-validation pick
     is the epoch where noisy held-out accuracy peaks."""
-    from ropo_jax import dynamics
+    from ropo_jax.evaluation import dynamics
 
     for seed in range(2):
         for method, fit, kl, gold in (

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropo_jax import sampling_ops
+from ropo_jax.inference import sampling_ops
 
 # 0.999 quantile of the chi-square distribution with 4 degrees of freedom (tables): a correct
 # sampler exceeds it with probability 1e-3; with the fixed seed the test is deterministic.

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropo_jax import models, sampling
+from ropo_jax import models
+from ropo_jax.inference import sampling
 
 CONFIG = models.ModelConfig(
     vocab_size=61,

@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropo_jax import models, scoring, sharding, train
+from ropo_jax import models, sharding
 from ropo_jax.data.loader import load_preference_data, make_loader
 from ropo_jax.data.noise import NoiseConfig
+from ropo_jax.inference import scoring
 from ropo_jax.synthetic import dataset, prepare, task
+from ropo_jax.training import step as train
 
 
 def _params():
@@ -150,7 +152,7 @@ def test_dynamics_fit_rates_are_in_training_orientation(noisy):
     """A policy that prefers every gold response by 2 nats over the reference fits every clean
     label and no flipped one; −h ranks exactly the flipped pairs first; held-out accuracy is 1
     on the true labels and 1 − (flip rate) on the noisy ones."""
-    from ropo_jax import dynamics
+    from ropo_jax.evaluation import dynamics
 
     data, config, params, (chosen_N, rejected_N) = noisy
     reference = (chosen_N - 1.0, rejected_N + 1.0)

@@ -27,7 +27,8 @@ def test_loss_table_and_gradient_weight_figure(tmp_path, monkeypatch):
         f"--run_dir={tmp_path}",
         f"--out={tmp_path / 'gradient_weights.png'}",
     )
-    # The plotted weights −∂ℓ/∂(βh) against βh = z, each against its closed form (SPEC §2).
+    # The plotted weights −∂ℓ/∂(βh) against βh = z, each against its closed form
+    # (docs/method.md §2.2).
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))
     ropo = lambda z, a: 4 * a / (1 + a) ** 2 * sigmoid(-z) * (1 + a * sigmoid(z))
     closed_forms = {

@@ -1,5 +1,5 @@
-"""Suspected mislabels (ropo_jax/suspects.py) and the quality record of rejection-sampled pairs
-(ropo_jax/pair_text.py): orientation, order, the command's output and its errors."""
+"""Suspected mislabels (ropo_jax/ropo/suspects.py) and the quality record of rejection-sampled pairs
+(ropo_jax/ropo/pair_text.py): orientation, order, the command's output and its errors."""
 
 import subprocess
 import sys
@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from ropo_jax import pair_text, suspects
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.ropo import pair_text, suspects
 
 # A word per token id: 0 pad, 1 bos, 2 eos; prompts "p<k>", responses of "good"/"bad" words.
 WORDS = ["<pad>", "<bos>", "<eos>", "p1", "p2", "p3", "good", "bad"]

@@ -8,8 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from ropo_jax import models, optim, train
+from ropo_jax import models
 from ropo_jax.data import batching
+from ropo_jax.training import optim
+from ropo_jax.training import step as train
 
 CONFIG = models.ModelConfig(
     vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2
@@ -116,9 +118,11 @@ def _schedule_counts(opt_state):
 def test_a_stage_continues_the_optimizer_state_it_is_given(tmp_path):
     """Two stages of 2 steps, the second started from the first's optimizer state, end where
     one stage of 4 steps does: Adam's moments and the schedule carry on (ROPO's rounds)."""
-    from ropo_jax import metrics, train, trainer
     from ropo_jax.data.loader import load_preference_data
     from ropo_jax.synthetic import dataset, prepare, task
+    from ropo_jax.training import loop as trainer
+    from ropo_jax.training import metrics
+    from ropo_jax.training import step as train
 
     paths = prepare.prepare_synthetic(
         str(tmp_path / "data"),
@@ -163,7 +167,8 @@ def test_a_stage_continues_the_optimizer_state_it_is_given(tmp_path):
 
 
 def test_one_schedule_spans_every_round():
-    from ropo_jax import ropo, trainer
+    from ropo_jax.ropo import framework as ropo
+    from ropo_jax.training import loop as trainer
 
     stage = trainer.StageConfig(name="round", batch_size=8, micro_batches=2, epochs=1.0)
     base = ropo.RopoConfig(num_rounds=3, filter_ratio=0.2)

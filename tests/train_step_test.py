@@ -10,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from ropo_jax import models, sharding, train
+from ropo_jax import models, sharding
 from ropo_jax.data import batching
+from ropo_jax.training import step as train
 
 CONFIG = models.ModelConfig(
     vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2

@@ -1,4 +1,4 @@
-"""What the paper's experiment configs share (ROPO, Liang et al., ICML 2025; SPEC §6): one
+"""What the paper's experiment configs share (ROPO, Liang et al., ICML 2025; docs/method.md §6): one
 ``get_config(dataset, arg)`` for every data set × model × noise setting, and its smoke variant.
 
 ARG is ``MODEL[,NOISE]`` or ``smoke[,NOISE]``:
@@ -18,10 +18,10 @@ ARG is ``MODEL[,NOISE]`` or ``smoke[,NOISE]``:
 alone) or ``ropo_full`` (default: loss + filtering + rejection sampling). docs/experiments.md lists
 every experiment with its commands.
 
-Hyper-parameters. SPEC §3 gives the defaults for real runs: β = 0.1, α = 14, ρ = 0.2, learning
-rate 5e-7, global batch 64 pairs, max length 1024 with prompt ≤ 512, warmup ratio 0.1, one epoch
-per round — SPEC marks these as reconstructed from common 7B DPO practice, not taken from the
-paper. Our own further reconstructions are marked ``# reconstruction`` below.
+Hyper-parameters. docs/method.md §3.7 gives the defaults for real runs: β = 0.1, α = 14, ρ = 0.2,
+learning rate 5e-7, global batch 64 pairs, max length 1024 with prompt ≤ 512, warmup ratio 0.1, one
+epoch per round — docs/method.md §3.7 marks these as reconstructed from common 7B DPO practice, not
+taken from the paper. Our own further reconstructions are marked ``# reconstruction`` below.
 """
 
 import os
@@ -36,8 +36,8 @@ SMOKE_TOKENIZER = os.path.join(FIXTURES, "tokenizers", "byte_bpe")
 
 METHODS = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full")
 MODELS = ("mistral_7b", "llama2_7b")  # ropo_jax.models presets of the same architectures
-# name → (noise.kind, noise.rate). SPEC §6: symmetric at 0, 20 % and 40 % (reconstructed rates),
-# plus practical noise.
+# name → (noise.kind, noise.rate). docs/method.md §6: symmetric at 0, 20 % and 40 % (reconstructed
+# rates), plus practical noise.
 NOISES = {
     "clean": ("none", 0.0),
     "sym20": ("symmetric", 0.2),
@@ -115,8 +115,8 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
         # cDPO's usual smoothing (reconstruction); results.json reports the realised flip rate.
         c.loss.update(label_smoothing=0.1, flip_rate=0.1)
 
-    # Model: the SFT model is both the reference and the starting policy (SPEC §1, §6). bf16
-    # compute, float32 parameters and AdamW state, full remat, full FSDP over every device:
+    # Model: the SFT model is both the reference and the starting policy (docs/method.md §1, §6).
+    # bf16 compute, float32 parameters and AdamW state, full remat, full FSDP over every device:
     # the layout docs/models.md's memory plan picks for 7B (17–24 GiB per device at 8–32
     # pairs × 1024 tokens on 8 devices).
     c.model.update(
@@ -133,7 +133,7 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
     c.sft.update(epochs=2.0, batch_size=64, micro_batches=2, learning_rate=1e-5)
     c.sft.update(warmup_ratio=0.1, log_every=10, checkpoint_every=500)
 
-    # Preference training (SPEC §3's defaults; max length comes from the prepared data).
+    # Preference training (docs/method.md §3.7's defaults; max length comes from the prepared data).
     c.train.update(batch_size=64, micro_batches=2, learning_rate=5e-7, warmup_ratio=0.1)
     c.train.update(schedule="cosine", log_every=10, checkpoint_every=200, keep_checkpoints=2)
     c.loss.update(beta=0.1, alpha=14.0)

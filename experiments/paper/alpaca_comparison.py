@@ -1,5 +1,5 @@
-"""ROPO on Alpaca Comparison (GPT-4-LLM ``comparison_data_v2.json``, SPEC §6), Mistral-7B or
-Llama-2-7B starting from an SFT model, with symmetric or the paper's practical noise.
+"""ROPO on Alpaca Comparison (GPT-4-LLM ``comparison_data_v2.json``, docs/method.md §6), Mistral-7B
+or Llama-2-7B starting from an SFT model, with symmetric or the paper's practical noise.
 
 ARG: ``MODEL[,NOISE]`` — ``mistral_7b`` | ``llama2_7b`` | ``smoke``, and ``clean`` | ``sym20``
 (default) | ``sym40`` | ``source`` (source-biased: the stronger generator's response labelled

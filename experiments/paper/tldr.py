@@ -1,4 +1,4 @@
-"""ROPO on Reddit TL;DR human comparisons (OpenAI "summarize from feedback", SPEC §6),
+"""ROPO on Reddit TL;DR human comparisons (OpenAI "summarize from feedback", docs/method.md §6),
 Mistral-7B or Llama-2-7B starting from an SFT model.
 
 ARG: ``MODEL[,NOISE]`` — ``mistral_7b`` | ``llama2_7b`` | ``smoke``, and ``clean`` | ``sym20``

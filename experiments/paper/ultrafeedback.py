@@ -1,4 +1,5 @@
-"""ROPO on UltraFeedback Binarized (SPEC §6), Mistral-7B or Llama-2-7B starting from an SFT model.
+"""ROPO on UltraFeedback Binarized (docs/method.md §6), Mistral-7B or Llama-2-7B starting from an
+SFT model.
 
 ARG: ``MODEL[,NOISE]`` — ``mistral_7b`` | ``llama2_7b`` | ``smoke``, and ``clean`` | ``sym20``
 (default) | ``sym40`` (see experiments/paper/_common.py). Hardware: 8 × 80 GB GPUs (H100 or

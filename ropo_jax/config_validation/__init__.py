@@ -2,6 +2,8 @@
 in one cheap pass (no JAX compile, no data read beyond small ``manifest.json`` / ``config.json``
 files) and raises :class:`~ropo_jax.errors.ConfigValueError` with one line that names the key,
 the bad value and the fix. ``python -m ropo_jax.main`` calls it before it touches the workdir.
+It reads the ConfigDict only to check it: the run itself gets its settings from ``pipeline.py``
+(``ropo_jax.configs`` says who reads what).
 
 The checks, in order (docs/training.md "Config checks"):
 

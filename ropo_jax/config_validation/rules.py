@@ -21,14 +21,14 @@ from ropo_jax.data.formats.alpaca_comparison import PAIRINGS
 from ropo_jax.data.loader import MODES
 from ropo_jax.data.noise import KINDS
 from ropo_jax.errors import ConfigValueError
-from ropo_jax.eval_generations import PROMPT_FORMATS, PROMPT_STYLES
+from ropo_jax.evaluation.generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
 from ropo_jax.models.attention import IMPLS as ATTENTION_IMPLS
 from ropo_jax.models.config import REMAT_CHOICES
-from ropo_jax.optim import SCHEDULES
-from ropo_jax.rejection_sampling import RANKINGS, SELECTIONS
-from ropo_jax.ropo import FILTER_MODES, GRANULARITIES
-from ropo_jax.train import NAN_POLICIES
+from ropo_jax.ropo.framework import FILTER_MODES, GRANULARITIES
+from ropo_jax.ropo.rejection_sampling import RANKINGS, SELECTIONS
+from ropo_jax.training.optim import SCHEDULES
+from ropo_jax.training.step import NAN_POLICIES
 
 METHODS = (*registry.LOSSES, "ropo_full", "sft")
 TASKS = ("prepared", "synthetic")
@@ -142,11 +142,33 @@ RAW_RULES = {
     "pairing": one_of(PAIRINGS),
     "include_cnndm": BOOL,
 }
+
+
+def _is_source_strengths(v) -> bool:
+    return (
+        isinstance(v, tuple | list)
+        and len(v) > 0
+        and all(
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and is_real(pair[1])
+            for pair in v
+        )
+        and len({pair[0] for pair in v}) == len(v)
+    )
+
+
 NOISE_RULES = {
     "kind": one_of(KINDS),
     "rate": PROBABILITY,
     "seed": Rule(is_int, "an integer"),
     "temperature": real(0, open_low=True),
+    "source_strengths": Rule(
+        _is_source_strengths,
+        "(source, strength) pairs with distinct sources, e.g. "
+        '\'(("ppo_xl", 2), ("sup2", 1))\' (higher is stronger)',
+    ),
 }
 MODEL_RULES = {
     "preset": STR,

@@ -22,11 +22,12 @@ from ropo_jax.config_validation.rules import (
     integer,
     is_int,
     is_real,
+    one_of,
     suggest,
     value_of,
 )
 from ropo_jax.losses import registry
-from ropo_jax.losses.pairwise import HYPERPARAM_RULES
+from ropo_jax.losses.pairwise import HYPERPARAM_RULES, LCPO_BASES
 from ropo_jax.models.config import PRESETS
 from ropo_jax.synthetic.dataset import DataConfig
 from ropo_jax.synthetic.task import TaskConfig
@@ -64,7 +65,7 @@ def _check_noise(config) -> None:
 def _check_loss(config) -> None:
     """The knobs the method's loss takes (pipeline.loss_hyperparams): ``sft`` is scored with
     dpo's, ``ropo_full`` trains with ropo's; a negative label_smoothing/flip_rate means the
-    noise rate."""
+    noise rate. Then the loss registry's own check of the whole set (``hyperparams_from``)."""
     method = config.method
     loss = {"ropo_full": "ropo", "sft": "dpo"}.get(method, method)
     knobs = dict(block_of(config, "loss"))
@@ -77,6 +78,8 @@ def _check_loss(config) -> None:
         value = knobs[key]
         if key == "ipo_average":
             check("loss.ipo_average", value, BOOL)
+        elif key == "base":  # lcpo_em's base loss
+            check("loss.base", value, one_of(sorted(LCPO_BASES)))
         elif key in HYPERPARAM_RULES:
             ok, requirement = HYPERPARAM_RULES[key]
             if not (is_real(value) and ok(float(value))):

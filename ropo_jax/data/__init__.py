@@ -2,10 +2,10 @@
 
 - ``python -m ropo_jax.data.prepare`` (:mod:`.prepare`): files → prepared directory;
 - :func:`load_prepared` / :func:`load_preference_data`: a prepared data set in memory (with
-  label noise applied, SPEC §4), for scoring every example;
+  label noise applied, docs/method.md §4.1), for scoring every example;
 - :func:`make_loader`: checkpointable grain iterator over batches in the row format of
   :mod:`.batching` (padded, bucketed or packed);
-- :mod:`.noise`: the noise models; :mod:`.tfds_builders`: TFDS builders (imported on demand).
+- :mod:`.noise`: the noise models.
 """
 
 from ropo_jax.data.batching import PAIR_KEYS, TOKEN_KEYS, collate, pack_rows, padding_efficiency

@@ -1,7 +1,7 @@
 """Collating pairs into the batch row format (padded and packed rows) — pure NumPy.
 
-``loss_mask`` selects the response tokens whose log-probs make the sequence log-probs of SPEC §1
-(prompt and padding masked out).
+``loss_mask`` selects the response tokens whose log-probs make the sequence log-probs of
+docs/method.md §1 (prompt and padding masked out).
 
 Key: B pairs in the batch, R token rows, T row length.
 
@@ -199,3 +199,29 @@ def padding_efficiency(batches) -> float:
         real += int(np.count_nonzero(batch["segment_ids"]))
         total += batch["segment_ids"].size
     return real / total if total else 0.0
+
+
+def stack_micro_batches(batches: list[dict[str, np.ndarray]], pad_id: int = 0) -> dict:
+    """[K, ...] arrays from K loader batches, padding rows R and length T to the largest (padding
+    rows/tokens carry segment 0 and loss_mask 0, so they contribute nothing), and the width C of
+    ``completion_positions`` to the largest with −1 (column indices do not move when T grows)."""
+    if len(batches) == 1:
+        return {k: v[None] for k, v in batches[0].items()}
+    rows = max(b["tokens"].shape[0] for b in batches)
+    length = max(b["tokens"].shape[1] for b in batches)
+    out = {}
+    for key in batches[0]:
+        parts = []
+        width = length
+        if key == COMPLETION_KEY:
+            width = max(b[key].shape[1] for b in batches)
+        for b in batches:
+            x = b[key]
+            if x.ndim == 2:  # token rows
+                fill = -1 if key == COMPLETION_KEY else pad_id if key == "tokens" else 0
+                x = np.pad(
+                    x, ((0, rows - x.shape[0]), (0, width - x.shape[1])), constant_values=fill
+                )
+            parts.append(x)
+        out[key] = np.stack(parts)
+    return out

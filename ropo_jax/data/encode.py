@@ -1,6 +1,6 @@
 """Tokenization of preference examples: BOS/EOS, chat templates, exact boundaries, truncation.
 
-Conventions (SPEC §1: log-probs count response tokens only):
+Conventions (docs/method.md §1: log-probs count response tokens only; docs/data.md "Tokenization"):
 
 - the prompt starts with exactly one BOS (when the tokenizer has one) — added unless the chat
   template already rendered it, never duplicated;

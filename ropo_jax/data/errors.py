@@ -1,4 +1,5 @@
-"""Problems found in user data, reported as ``PATH:LINE: reason`` (ARCHITECTURE "Errors").
+"""Problems found in user data, reported as ``PATH:LINE: reason`` (docs/data.md "Preparing a data
+set").
 
 Readers never raise on a bad row: they record a :class:`Problem` in a :class:`ProblemLog` and move
 on, so one pass reports every problem at once. The caller then decides: with

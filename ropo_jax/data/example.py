@@ -1,4 +1,5 @@
-"""The normalised preference example every reader produces (DATA_FORMATS.md, SPEC §1).
+"""The normalised preference example every reader produces (docs/data.md "Formats and their
+prompt/response conventions", docs/method.md §1).
 
 A prompt is either plain text or a tuple of chat messages; the responses follow the prompt's
 kind: text continuations of a text prompt, or tuples of assistant messages after a chat prompt

@@ -4,7 +4,7 @@
 the format of :mod:`ropo_jax.data.batching`; ``it.get_state()`` / ``it.set_state(state)`` resume
 exactly at the next batch (save the state with the checkpoint). ``source`` is a prepared directory
 or a :class:`~ropo_jax.data.prepared.PreferenceData` (e.g. a round's kept subset plus its
-rejection-sampled pairs); ``noise`` (SPEC §4) is applied when given, else the data's own
+rejection-sampled pairs); ``noise`` (docs/method.md §4) is applied when given, else the data's own
 ``is_flipped`` is used.
 
 The batch sequence is a pure function of (data, seed, options), computed the same way on every
@@ -16,7 +16,8 @@ across processes because they are derived from the whole global batch. Modes:
 - ``padded``: rows of ``max_length``; R = 2b rows;
 - ``bucketed``: within windows of ``bucket_window`` batches the examples are sorted by length
   before batching (batch order shuffled again), and each batch is padded to the smallest of
-  ``bucket_boundaries`` that fits it — at most ``len(bucket_boundaries)`` shapes;
+  ``bucket_boundaries`` that fits it — at most ``len(bucket_boundaries)`` shapes. Without
+  boundaries: :func:`default_bucket_boundaries` (multiples of 128 tokens, at most 8 buckets);
 - ``packed``: sequences packed first-fit-decreasing into rows of ``max_length``; the row count R is
   the most any process needs, rounded up to a multiple of ``pack_row_multiple`` (≤ 2b), so there
   are at most ``2b / pack_row_multiple`` shapes.
@@ -73,6 +74,20 @@ def load_preference_data(
     return data, result
 
 
+BUCKET_MULTIPLE = 128  # a TPU lane width; a row length GPU kernels tile well
+MAX_DEFAULT_BUCKETS = 8  # one compiled step per bucket
+
+
+def default_bucket_boundaries(max_length: int) -> tuple[int, ...]:
+    """Bucket row lengths for ``bucketed`` batches when none are given: multiples of 128 tokens
+    below ``max_length`` (a step of 256, 384, ... when 128 would give more than 8 buckets).
+    Rows of at most 128 tokens keep one shape. On a length distribution like UltraFeedback's
+    (``scripts/data_padding_efficiency.py``) this computes 0.70 real tokens per padded token
+    instead of 0.43."""
+    step = BUCKET_MULTIPLE * max(1, -(-max_length // (MAX_DEFAULT_BUCKETS * BUCKET_MULTIPLE)))
+    return tuple(range(step, max_length, step))
+
+
 class BatchPlan:
     """The deterministic global batch sequence; ``batch(step)`` collates this process's part."""
 
@@ -122,6 +137,8 @@ class BatchPlan:
                 f"max_length={self.max_length}; prepare it with --max_length or "
                 "raise the loader's max_length"
             )
+        if bucket_boundaries is None and mode == "bucketed":
+            bucket_boundaries = default_bucket_boundaries(self.max_length)
         boundaries = sorted(set(bucket_boundaries or ()) | {self.max_length})
         self.boundaries = [b for b in boundaries if b <= self.max_length]
         self.sft = data.manifest.get("kind") == "sft"

@@ -1,4 +1,5 @@
-"""Label-noise models of SPEC §4, applied at load time and keyed by ``(seed, example id)``.
+"""Label-noise models of docs/method.md §4.2, applied at load time and keyed by
+``(seed, example id)``.
 
 Every example draws one uniform ``u = hash(seed, id) / 2**64`` (BLAKE2b, so it is the same on every
 process, machine and run, and independent of the example's position); the pair is flipped when
@@ -11,7 +12,9 @@ process, machine and run, and independent of the example's position); the pair i
   tokens, before truncation): ``p_i = rate`` when the rejected response is longer, else 0;
 - ``source_biased``: the stronger generator's response is labelled chosen regardless of score:
   ``p_i = rate`` (default 1) when the rejected response's source is stronger; needs
-  ``source_chosen``/``source_rejected`` and a strength for each source.
+  ``source_chosen``/``source_rejected`` and a strength for each source (``source_strengths``,
+  the config key ``noise.source_strengths``; ``DEFAULT_SOURCE_STRENGTHS`` cover Alpaca
+  Comparison's generators and the synthetic task's).
 
 The stored labels are kept; the result is the flip mask ``is_flipped`` (true label = stored,
 noisy label = stored XOR flip) and the realised flip rate.
@@ -127,7 +130,8 @@ def _strengths(sources, n, strengths, ids) -> np.ndarray:
         raise DataError(
             f"source_biased noise: no strength for source(s) {unknown} (e.g. example "
             f"{ids[[s not in strengths for s in sources].index(True)]!r}); the data "
-            "needs source_chosen/source_rejected and the noise config source_strengths"
+            "needs source_chosen/source_rejected, and config.noise.source_strengths a strength "
+            "for each source"
         )
     return np.array([strengths[s] for s in sources], dtype=np.float64)
 

@@ -9,7 +9,7 @@ Exit 0 with a one-line summary (rows read, examples written / truncated / reject
 duplicates). On bad input, exit 2 with ``PATH:LINE: reason`` for the first 20 problems and a
 count, no traceback; ``--on_error=skip`` drops the bad rows instead, counts them in the summary
 and lists them in ``DIR/skipped.jsonl``. Label noise is not stored: it is applied at load time
-(SPEC §4).
+(docs/method.md §4.1).
 
 Duplicates are data, not errors: an example that exactly repeats an earlier one with the same
 id (same prompt, chosen, rejected and metadata, after the reader normalised the row) is kept
@@ -39,7 +39,7 @@ from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.data.tokenizer import load_tokenizer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", None, list(formats.FORMATS), "Input format (DATA_FORMATS.md).")
+flags.DEFINE_enum("format", None, list(formats.FORMATS), "Input format (docs/data.md).")
 flags.DEFINE_string("input", None, "File, directory, glob or comma-separated list of them.")
 flags.DEFINE_string("tokenizer", None, "Model directory, tokenizer.json or SentencePiece .model.")
 flags.DEFINE_string("output_dir", None, "Where the prepared data set is written.")
@@ -69,62 +69,28 @@ def prepare(
     dedupe: bool = False,
     progress: bool = True,
 ) -> dict:
-    """The command as a function: returns the summary counts, raises DataError on bad input."""
+    """The command as a function: returns the summary counts, raises DataError on bad input.
+
+    Steps: read and validate the rows (``formats.read_examples``), resolve duplicates and
+    tokenize with truncation (``_encode_examples``), then write the prepared directory and
+    report (``_write_prepared``).
+    """
     # Flags like --input=~/x reach us unexpanded (the shell expands ~ only at a word's start).
     input, tokenizer, output_dir = (os.path.expanduser(p) for p in (input, tokenizer, output_dir))
     limits = Limits(max_length=max_length, max_prompt_length=max_prompt_length)
     log = ProblemLog(on_error)
     tok = load_tokenizer(tokenizer)
-    template = None
-    if chat_template:
-        if not os.path.isfile(chat_template):
-            raise DataError(f"{chat_template}: chat template file not found; fix --chat_template")
-        with open(chat_template, encoding="utf-8") as f:
-            template = f.read()
+    template = _read_chat_template(chat_template)
     located, ctx = formats.read_examples(
         format, input, log, pairing=pairing, include_cnndm=include_cnndm
     )
     log.raise_if_failed()  # unreadable files: nothing sensible to tokenize
     encoder = Encoder(tok, limits, chat_template=template)
-    taken = {example.id for _, _, example in located}  # a copy's new id must be none of these
-    first: dict[str, tuple[str, int, PreferenceExample]] = {}
-    copies: collections.Counter = collections.Counter()
-    duplicates = duplicates_dropped = 0
-    kept, encoded = [], []
-    for path, line, example in processes.progress(
-        located, desc="tokenizing", unit="ex", disable=not progress
-    ):
-        if example.id in first:
-            at_path, at_line, original = first[example.id]
-            if _content(example) != _content(original):
-                log.add(
-                    path,
-                    line,
-                    f"duplicate id {example.id!r} with different content "
-                    f"(first at {at_path}:{at_line})",
-                )
-                continue
-            duplicates += 1
-            if dedupe:
-                duplicates_dropped += 1
-                continue
-            example = dataclasses.replace(example, id=_copy_id(example.id, copies, taken))
-        else:
-            first[example.id] = (path, line, example)
-        try:
-            encoded.append(encoder.encode(example))
-        except ValueError as e:
-            log.add(path, line, str(e))
-            continue
-        kept.append(example)
-    log.raise_if_failed()
+    kept, encoded, duplicates = _encode_examples(
+        located, encoder, log, dedupe=dedupe, progress=progress
+    )
     if not kept:
         raise DataError(f"{input}: no usable examples; check --format={format}")
-    truncated = collections.Counter()
-    for e in encoded:
-        for name, cut in zip(("prompt", "chosen", "rejected"), e.truncated, strict=True):
-            truncated[name] += cut
-        truncated["examples"] += any(e.truncated)
     manifest = {
         "kind": "sft" if format == "sft" else "preference",
         "source_format": format,
@@ -137,16 +103,101 @@ def prepare(
         "max_length": max_length,
         "max_prompt_length": max_prompt_length,
         "dedupe": bool(dedupe),
-        "summary": {
-            "rows_read": ctx.rows,
-            "examples_written": len(kept),
-            "truncated": dict(truncated),
-            "rejected": len(log),
-            "duplicates": duplicates,
-            "duplicates_dropped": duplicates_dropped,
-            "left_out": dict(ctx.dropped),
-        },
+        "summary": _summary(ctx, kept, encoded, log, duplicates),
     }
+    return _write_prepared(output_dir, kept, encoded, manifest, log)
+
+
+def _read_chat_template(path: str | None) -> str | None:
+    """The text of ``--chat_template`` (None: the tokenizer's own template)."""
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: chat template file not found; fix --chat_template")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@dataclasses.dataclass
+class _Duplicates:
+    """Examples whose id was seen before: an exact repeat is kept under a new id (or dropped
+    with ``dedupe``) and counted; the same id with other content is a problem of its row."""
+
+    dedupe: bool
+    taken: set[str]  # ids a copy's new id must avoid: the input's and earlier copies'
+    first: dict[str, tuple[str, int, PreferenceExample]] = dataclasses.field(default_factory=dict)
+    copies: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    found: int = 0
+    dropped: int = 0
+
+    def resolve(
+        self, path: str, line: int, example: PreferenceExample, log: ProblemLog
+    ) -> PreferenceExample | None:
+        """The example to encode (itself, or an exact repeat under ``ID#dupK``), or None when it
+        is dropped (``dedupe``) or conflicts with the first example of its id (logged)."""
+        if example.id not in self.first:
+            self.first[example.id] = (path, line, example)
+            return example
+        at_path, at_line, original = self.first[example.id]
+        if _content(example) != _content(original):
+            log.add(
+                path,
+                line,
+                f"duplicate id {example.id!r} with different content "
+                f"(first at {at_path}:{at_line})",
+            )
+            return None
+        self.found += 1
+        if self.dedupe:
+            self.dropped += 1
+            return None
+        return dataclasses.replace(example, id=_copy_id(example.id, self.copies, self.taken))
+
+
+def _encode_examples(located, encoder: Encoder, log: ProblemLog, *, dedupe: bool, progress: bool):
+    """(kept examples, their encodings, the duplicates found): every read example through
+    ``_Duplicates.resolve`` and the encoder (tokenization and truncation to the limits); rows
+    that fail either are problems. Raises DataError when the problems end the run."""
+    duplicates = _Duplicates(dedupe, taken={example.id for _, _, example in located})
+    kept, encoded = [], []
+    for path, line, example in processes.progress(
+        located, desc="tokenizing", unit="ex", disable=not progress
+    ):
+        example = duplicates.resolve(path, line, example, log)
+        if example is None:
+            continue
+        try:
+            encoded.append(encoder.encode(example))
+        except ValueError as e:
+            log.add(path, line, str(e))
+            continue
+        kept.append(example)
+    log.raise_if_failed()
+    return kept, encoded, duplicates
+
+
+def _summary(ctx, kept, encoded, log: ProblemLog, duplicates: _Duplicates) -> dict:
+    """The manifest's ``summary``: rows read, examples written, truncations per part, rejected
+    rows, duplicates and the rows the reader left out by design."""
+    truncated = collections.Counter()
+    for e in encoded:
+        for name, cut in zip(("prompt", "chosen", "rejected"), e.truncated, strict=True):
+            truncated[name] += cut
+        truncated["examples"] += any(e.truncated)
+    return {
+        "rows_read": ctx.rows,
+        "examples_written": len(kept),
+        "truncated": dict(truncated),
+        "rejected": len(log),
+        "duplicates": duplicates.found,
+        "duplicates_dropped": duplicates.dropped,
+        "left_out": dict(ctx.dropped),
+    }
+
+
+def _write_prepared(output_dir: str, kept, encoded, manifest: dict, log: ProblemLog) -> dict:
+    """Writes the prepared directory (and ``skipped.jsonl`` when rows were skipped); returns the
+    summary with the problems as ``PATH:LINE: reason`` strings."""
     data = PreferenceData.from_token_lists(
         [x.id for x in kept],
         [e.prompt for e in encoded],

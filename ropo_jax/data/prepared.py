@@ -10,8 +10,8 @@ Directory layout written by ``python -m ropo_jax.data.prepare`` (format version 
 - ``examples.jsonl``: ``{"id", "metadata"}`` per example, in the same order;
 - ``skipped.jsonl`` (only with ``--on_error=skip``): the problems of the rows left out.
 
-Chosen/rejected are stored as labelled in the input ("true" labels). Noise (SPEC §4) is applied
-at load time: ``is_flipped`` marks pairs whose label the noise model flipped, and
+Chosen/rejected are stored as labelled in the input ("true" labels). Noise (docs/method.md §4.1) is
+applied at load time: ``is_flipped`` marks pairs whose label the noise model flipped, and
 :meth:`PreferenceData.pair` returns them in training (noisy) orientation.
 """
 

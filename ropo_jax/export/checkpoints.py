@@ -76,8 +76,8 @@ def resolve_checkpoint(
 
 def read_model_config(workdir: str, stage: str, step: int):
     """The ModelConfig in the record of a checkpoint (no arrays are read)."""
-    from ropo_jax import checkpoint as checkpoint_lib
     from ropo_jax import models
+    from ropo_jax.training import checkpoint as checkpoint_lib
 
     directory = os.path.join(workdir, CHECKPOINTS, stage)
     checkpointer = checkpoint_lib.Checkpointer(directory, async_save=False)
@@ -97,9 +97,9 @@ def restore_params(
     ``WORKDIR/checkpoints/<stage>/<step>`` (defaults: see :func:`resolve_checkpoint`); the
     optimizer state is not read. With ``mesh`` the parameters land in their shardings (logical
     axes), otherwise on the default device."""
-    from ropo_jax import checkpoint as checkpoint_lib
     from ropo_jax import models
     from ropo_jax import sharding as sharding_lib
+    from ropo_jax.training import checkpoint as checkpoint_lib
 
     stage, step = resolve_checkpoint(workdir, stage=stage, step=step)
     config = read_model_config(workdir, stage, step)

@@ -1,6 +1,7 @@
-"""Preference losses (SPEC §2), token/sequence log-probs and the loss registry.
+"""Preference losses (docs/method.md §2), token/sequence log-probs and the loss registry.
 
-Pure ``jax.numpy``: no Flax, no config objects. The public contract of ARCHITECTURE.md:
+Pure ``jax.numpy``: no Flax, no config objects. The public contract (README.md "Public API";
+docs/losses.md):
 ``dpo_loss``, ``ropo_loss``, ``noise_aware_loss``, ``cdpo_loss``, ``rdpo_loss``, ``ipo_loss``,
 ``hinge_loss`` (four [B] log-prob arrays + keyword hyper-parameters → ``(loss_B, aux)``) and
 ``ropo_gradient_weight``.

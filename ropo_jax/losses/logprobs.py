@@ -1,4 +1,4 @@
-"""Token and sequence log-probabilities, and the one weighted reduction (SPEC §1).
+"""Token and sequence log-probabilities, and the one weighted reduction (docs/method.md §1).
 
 Sequence log-probabilities are sums of per-token log-probs over response tokens only, in float32.
 Shape key: B batch, T length, V vocabulary, D model width, C chunk length (in
@@ -84,7 +84,8 @@ def gather_completions(
 
 
 def sequence_logps(logps_BT: jax.Array, mask_BT: jax.Array, *, average: bool = False) -> jax.Array:
-    """Sum (or, with ``average``, mean) of token log-probs where ``mask_BT`` is set (SPEC §1)."""
+    """Sum (or, with ``average``, mean) of token log-probs where ``mask_BT`` is set
+    (docs/method.md §1)."""
     mask_BT = mask_BT.astype(jnp.float32)
     total_B = jnp.sum(logps_BT * mask_BT, axis=-1)
     if not average:

@@ -1,4 +1,4 @@
-"""Per-example preference losses of SPEC §2, pure ``jax.numpy``.
+"""Per-example preference losses of docs/method.md §2, pure ``jax.numpy``.
 
 Every loss takes the four sequence log-probabilities of a batch of pairs and keyword
 hyper-parameters, and returns ``(loss_B, aux)``; the caller reduces with ``weighted_mean``.
@@ -58,7 +58,7 @@ def pair_statistics(
     *,
     beta,
 ) -> Aux:
-    """Margin h and the implicit rewards r̂(y) = β·[log π(y) − log π_ref(y)] (SPEC §1)."""
+    """Margin h and the implicit rewards r̂(y) = β·[log π(y) − log π_ref(y)] (docs/method.md §1)."""
     chosen_logratio_B = policy_chosen_logps - ref_chosen_logps
     rejected_logratio_B = policy_rejected_logps - ref_rejected_logps
     margin_B = chosen_logratio_B - rejected_logratio_B
@@ -76,7 +76,7 @@ def pair_statistics(
 def dpo_loss(
     policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta
 ) -> tuple[jax.Array, Aux]:
-    """DPO, SPEC §2: −log σ(βh)."""
+    """DPO, docs/method.md §2.2: −log σ(βh)."""
     _check_beta(beta)
     aux = pair_statistics(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
@@ -87,7 +87,8 @@ def dpo_loss(
 def noise_aware_loss(
     policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta
 ) -> tuple[jax.Array, Aux]:
-    """The noise-aware loss ℓ_na of SPEC §2: σ(−βh); symmetric, ℓ_na(h) + ℓ_na(−h) = 1."""
+    """The noise-aware loss ℓ_na of docs/method.md §2.2: σ(−βh); symmetric, ℓ_na(h) + ℓ_na(−h) =
+    1."""
     _check_beta(beta)
     aux = pair_statistics(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
@@ -96,19 +97,21 @@ def noise_aware_loss(
 
 
 def ropo_normaliser(alpha):
-    """c = 4α/(1+α)², which makes the maximum ROPO gradient weight exactly 1 (SPEC §2)."""
+    """c = 4α/(1+α)², which makes the maximum ROPO gradient weight exactly 1 for α ≥ 1
+    (docs/method.md §2.4); for α < 1 the weight peaks at w(−∞) = c < 1."""
     return 4.0 * alpha / (1.0 + alpha) ** 2
 
 
 def check_ropo_alpha(alpha) -> None:
     """α must be > 0; α ≤ 2 warns, because only α > 2 down-weights confidently contradicted
-    pairs (w(−∞) < w(0) iff α > 2, SPEC §2)."""
+    pairs (w(−∞) < w(0) iff α > 2, docs/method.md §2.4). The weight is monotone in the margin
+    only for α ≤ 1, so the warning states the w(−∞) ≥ w(0) fact, not monotonicity."""
     check_hyperparam("alpha", alpha)
     if isinstance(alpha, numbers.Real) and alpha <= 2:
         warnings.warn(
-            f"ropo alpha={alpha} <= 2: the gradient weight is then monotone in the margin, so "
-            "pairs the model confidently contradicts (likely flipped labels) are NOT "
-            "down-weighted; use alpha > 2 (paper: 6, 14, 30)",
+            f"ropo alpha={alpha} <= 2: pairs the model confidently contradicts (likely flipped "
+            "labels) are then weighted at least as much as undecided ones (w(-inf) >= w(0)), "
+            "so they are NOT down-weighted; use alpha > 2 (paper: 6, 14, 30)",
             UserWarning,
             stacklevel=3,
         )
@@ -123,7 +126,7 @@ def ropo_loss(
     beta,
     alpha,
 ) -> tuple[jax.Array, Aux]:
-    """ROPO, SPEC §2: c·[−log σ(βh) + α·σ(−βh)] with c = 4α/(1+α)²."""
+    """ROPO, docs/method.md §2.4: c·[−log σ(βh) + α·σ(−βh)] with c = 4α/(1+α)²."""
     _check_beta(beta)
     check_ropo_alpha(alpha)
     aux = pair_statistics(
@@ -135,7 +138,10 @@ def ropo_loss(
 
 
 def ropo_gradient_weight(margin, *, beta, alpha):
-    """w(h) = −∂ℓ_ropo/∂(βh) = c·σ(−βh)·(1 + α·σ(βh)), SPEC §2. Its supremum over h is 1."""
+    """w(h) = −∂ℓ_ropo/∂(βh) = c·σ(−βh)·(1 + α·σ(βh)), docs/method.md §2.4.
+
+    Its supremum over h is 1 for α ≥ 1 (at βh* = log((α−1)/(α+1))); for α < 1 it is c < 1.
+    """
     z = beta * jnp.asarray(margin, jnp.float32)
     return ropo_normaliser(alpha) * jax.nn.sigmoid(-z) * (1.0 + alpha * jax.nn.sigmoid(z))
 
@@ -149,8 +155,8 @@ def cdpo_loss(
     beta,
     label_smoothing,
 ) -> tuple[jax.Array, Aux]:
-    """Conservative DPO, SPEC §2: −(1−ε)·log σ(βh) − ε·log σ(−βh) (TRL's ``sigmoid`` with
-    label smoothing)."""
+    """Conservative DPO, docs/method.md §2.2: −(1−ε)·log σ(βh) − ε·log σ(−βh) (TRL's ``sigmoid``
+    with label smoothing)."""
     _check_beta(beta)
     check_hyperparam("label_smoothing", label_smoothing)
     aux = pair_statistics(
@@ -170,7 +176,7 @@ def rdpo_loss(
     beta,
     flip_rate,
 ) -> tuple[jax.Array, Aux]:
-    """Provably robust DPO (Chowdhury et al. 2024), SPEC §2:
+    """Provably robust DPO (Chowdhury et al. 2024), docs/method.md §2.2:
     [−(1−ε)·log σ(βh) + ε·log σ(−βh)] / (1−2ε), ε the assumed flip rate (< 0.5)."""
     _check_beta(beta)
     check_hyperparam("flip_rate", flip_rate)
@@ -194,12 +200,13 @@ def ipo_loss(
     chosen_lengths=None,
     rejected_lengths=None,
 ) -> tuple[jax.Array, Aux]:
-    """IPO, SPEC §2: (h − 1/(2β))², β playing IPO's τ.
+    """IPO, docs/method.md §2.2: (h − 1/(2β))², β playing IPO's τ.
 
     With ``chosen_lengths``/``rejected_lengths`` the log-ratios inside the loss are averaged per
-    token (TRL's IPO does this); without them they are summed, as in the SPEC formula. ``aux``
-    always reports the summed margin and rewards of SPEC §1 (as TRL logs them); the per-token
-    margin is ``aux["ipo/margin_per_token"]`` when lengths are given.
+    token (TRL's IPO does this); without them they are summed, as in the formula of
+    docs/method.md §2.2. ``aux`` always reports the summed margin and rewards of docs/method.md §1
+    (as TRL logs them); the per-token margin is ``aux["ipo/margin_per_token"]`` when lengths are
+    given.
     """
     _check_beta(beta)
     if (chosen_lengths is None) != (rejected_lengths is None):
@@ -223,7 +230,7 @@ def ipo_loss(
 def hinge_loss(
     policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, *, beta
 ) -> tuple[jax.Array, Aux]:
-    """SLiC-HF style hinge, SPEC §2: max(0, 1 − βh)."""
+    """SLiC-HF style hinge, docs/method.md §2.2: max(0, 1 − βh)."""
     _check_beta(beta)
     aux = pair_statistics(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
@@ -241,7 +248,7 @@ def dpo_nll_loss(
     nll_weight,
     chosen_lengths,
 ) -> tuple[jax.Array, Aux]:
-    """DPO + SFT regulariser ("RPO"), SPEC §2: dpo + λ·NLL(y_w)/|y_w|."""
+    """DPO + SFT regulariser ("RPO"), docs/method.md §2.2: dpo + λ·NLL(y_w)/|y_w|."""
     check_hyperparam("nll_weight", nll_weight)
     dpo_B, aux = dpo_loss(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
@@ -262,7 +269,8 @@ def simpo_loss(
     chosen_lengths,
     rejected_lengths,
 ) -> tuple[jax.Array, Aux]:
-    """SimPO (reference-free), SPEC §2: −log σ(β/|y_w|·log π(y_w) − β/|y_l|·log π(y_l) − γ).
+    """SimPO (reference-free), docs/method.md §2.2: −log σ(β/|y_w|·log π(y_w) − β/|y_l|·log π(y_l) −
+    γ).
 
     The reference log-probs are ignored. aux's "margin" is the length-normalised log-prob
     difference (the quantity β multiplies) and its rewards are β·(average log-prob).
@@ -288,7 +296,7 @@ def dr_dpo_loss(
     beta_prime,
     weights=None,
 ) -> tuple[jax.Array, Aux]:
-    """Distributionally robustified DPO, SPEC §2: −β′·log mean_batch exp(−dpo_i/β′).
+    """Distributionally robustified DPO, docs/method.md §2.2: −β′·log mean_batch exp(−dpo_i/β′).
 
     A batch-level objective: every entry of the returned ``loss_B`` holds the batch value, so
     ``weighted_mean(loss_B, weights)`` returns it and its gradient exactly. ``weights`` (0 for
@@ -309,7 +317,7 @@ def dr_dpo_loss(
 
 
 def lcpo_e_step(margin_B, *, beta, eta):
-    """E-step of latent-collective EM (SPEC §2): posterior that the label is correct,
+    """E-step of latent-collective EM (docs/method.md §2.3): posterior that the label is correct,
     p = (1−η)σ(βh) / ((1−η)σ(βh) + ησ(−βh)), with the gradient stopped."""
     z_B = beta * margin_B
     # log-space for stability: p = σ(z + log((1−η)/η)).
@@ -318,7 +326,12 @@ def lcpo_e_step(margin_B, *, beta, eta):
 
 
 def lcpo_m_step(posterior_N, weights_N=None):
-    """M-step (SPEC §2): η ← 1 − mean(p), once per epoch over the data set's posteriors."""
+    """M-step (docs/method.md §2.3): η ← 1 − mean(p) over a data set's posteriors.
+
+    Meant to run once per epoch, but the training loop does not call it: during a run η stays at
+    ``config.loss.eta``. It is a function to call yourself, on the posteriors ``lcpo_e_step``
+    gives for every pair's margin, to re-estimate the flip rate.
+    """
     return 1.0 - weighted_mean(jnp.asarray(posterior_N, jnp.float32), weights_N)
 
 
@@ -343,10 +356,12 @@ def lcpo_em_loss(
     base: str = "dpo",
     **base_hyperparams,
 ) -> tuple[jax.Array, Aux]:
-    """Latent-collective EM re-weighting (SPEC §2): p·ℓ(h) + (1−p)·ℓ(−h) with p from the E-step.
+    """Latent-collective EM re-weighting (docs/method.md §2.2, §2.3): p·ℓ(h) + (1−p)·ℓ(−h) with p
+    from the E-step.
 
-    ℓ(−h) is the base loss with chosen and rejected swapped. η is the current flip-rate
-    estimate, updated once per epoch by ``lcpo_m_step``.
+    ℓ(−h) is the base loss with chosen and rejected swapped. η is the flip-rate estimate; the
+    training loop keeps it fixed at ``config.loss.eta`` (``lcpo_m_step`` re-estimates it from
+    posteriors when called).
     """
     check_hyperparam("eta", eta)
     if base not in LCPO_BASES:

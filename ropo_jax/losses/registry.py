@@ -17,7 +17,7 @@ import jax
 
 from ropo_jax.losses import pairwise
 
-DEFAULT_BETA = 0.1  # SPEC §3 defaults for real runs.
+DEFAULT_BETA = 0.1  # docs/method.md §3.7: defaults for real runs.
 DEFAULT_ALPHA = 14.0
 
 
@@ -40,7 +40,7 @@ class LossSpec:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class PairLogps:
-    """Sequence log-probabilities of a batch of pairs, [B] float32 each (SPEC §1).
+    """Sequence log-probabilities of a batch of pairs, [B] float32 each (docs/method.md §1).
 
     ``chosen_lengths``/``rejected_lengths`` are response token counts (for length-normalised
     losses); ``weights`` are per-pair weights (0 for padding or filtered pairs).
@@ -147,7 +147,7 @@ def validate_hyperparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any
     if missing:
         raise ValueError(
             f"loss {name!r} needs hyper-parameter(s) {missing} (no default: the value is a "
-            f"modelling choice); set e.g. --config.{missing[0]}=..."
+            f"modelling choice); set e.g. --config.loss.{missing[0]}=..."
         )
     for key, value in resolved.items():
         if key in pairwise.HYPERPARAM_RULES:
@@ -195,7 +195,8 @@ def preference_loss(name: str, logps: PairLogps, **hparams) -> tuple[jax.Array, 
 
 
 def gradient_weight(name: str, margin_B, **hparams) -> jax.Array:
-    """−∂ℓ/∂(βh) of the registered loss at margins h, by autodiff (SPEC §2 "gradient weight").
+    """−∂ℓ/∂(βh) of the registered loss at margins h, by autodiff
+    (docs/method.md §1 "Gradient weight", §2.2).
 
     The weight a loss gives a pair in the update direction ∇h: DPO's is σ(−βh); ROPO's closed
     form is ``ropo_gradient_weight``. Defined for losses of the four log-probs alone (not the

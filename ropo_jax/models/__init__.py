@@ -1,7 +1,7 @@
 """Flax NNX Llama and Mistral with Hugging Face checkpoint import/export and KV-cache decoding.
 
-Public contract (ARCHITECTURE.md): ``load_hf(path, *, dtype) -> (ModelConfig, params)``,
-``save_hf(config, params, path)``, ``forward(config, params, tokens_BT, *, positions_BT,
+Public contract (README.md "Public API"; docs/models.md): ``load_hf(path, *, dtype) -> (ModelConfig,
+params)``, ``save_hf(config, params, path)``, ``forward(config, params, tokens_BT, *, positions_BT,
 segment_ids_BT) -> logits_BTV`` (float32).
 """
 

@@ -386,42 +386,9 @@ def _splash_attention(config, query_BTNH, keys_BSKH, values_BSKH, q_seg_BT, k_se
     local = window is not None and window < seq_len
     block = _splash_block(padded_len)
 
-    def per_shard(q_BTNH, k_BSKH, v_BSKH, qs_BT, ks_BS, *, interpret):
-        from jax.experimental.pallas.ops.tpu import splash_attention as splash
-
-        shape = (padded_len, padded_len)
-        head_mask = (
-            splash.LocalMask(shape, window_size=(window - 1, 0), offset=0)
-            if local
-            else splash.CausalMask(shape)
-        )
-        kernel = splash.make_splash_mha(
-            splash.MultiHeadMask([head_mask] * q_BTNH.shape[2]),
-            block_sizes=splash.BlockSizes(
-                block_q=block,
-                block_kv=block,
-                block_kv_compute=block,
-                block_q_dkv=block,
-                block_kv_dkv=block,
-                block_kv_dkv_compute=block,
-                block_q_dq=block,
-                block_kv_dq=block,
-            ),
-            head_shards=1,
-            q_seq_shards=1,
-            interpret=interpret,
-        )
-
-        def one_example(q_TNH, k_SKH, v_SKH, q_seg_T, k_seg_S):
-            out_NTH = kernel(
-                q_TNH.transpose(1, 0, 2),
-                k_SKH.transpose(1, 0, 2),
-                v_SKH.transpose(1, 0, 2),
-                segment_ids=splash.SegmentIds(q_seg_T, k_seg_S),
-            )
-            return out_NTH.transpose(1, 0, 2)
-
-        return jax.vmap(one_example)(q_BTNH, k_BSKH, v_BSKH, qs_BT, ks_BS)
+    per_shard = functools.partial(
+        _splash_per_shard, padded_len=padded_len, block=block, window=window if local else None
+    )
 
     def kernel_call(*args):
         # The Mosaic kernel when lowering for TPU, the Pallas interpreter for any other platform
@@ -433,26 +400,73 @@ def _splash_attention(config, query_BTNH, keys_BSKH, values_BSKH, q_seg_BT, k_se
         )
 
     segments = (q_seg_BT.astype(jnp.int32), k_seg_BS.astype(jnp.int32))
+    out_BTNH = _per_shard_over_mesh(kernel_call, query_BTNH, keys_BSKH, values_BSKH, *segments)
+    return out_BTNH[:, :seq_len]
+
+
+def _splash_per_shard(
+    q_BTNH, k_BSKH, v_BSKH, qs_BT, ks_BS, *, padded_len, block, window, interpret
+):
+    """The splash kernel over one shard's examples: a causal mask, or a local one when
+    ``window`` is set (the window is shorter than the sequence), vmapped over the batch."""
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    shape = (padded_len, padded_len)
+    head_mask = (
+        splash.LocalMask(shape, window_size=(window - 1, 0), offset=0)
+        if window is not None
+        else splash.CausalMask(shape)
+    )
+    kernel = splash.make_splash_mha(
+        splash.MultiHeadMask([head_mask] * q_BTNH.shape[2]),
+        block_sizes=splash.BlockSizes(
+            block_q=block,
+            block_kv=block,
+            block_kv_compute=block,
+            block_q_dkv=block,
+            block_kv_dkv=block,
+            block_kv_dkv_compute=block,
+            block_q_dq=block,
+            block_kv_dq=block,
+        ),
+        head_shards=1,
+        q_seq_shards=1,
+        interpret=interpret,
+    )
+
+    def one_example(q_TNH, k_SKH, v_SKH, q_seg_T, k_seg_S):
+        out_NTH = kernel(
+            q_TNH.transpose(1, 0, 2),
+            k_SKH.transpose(1, 0, 2),
+            v_SKH.transpose(1, 0, 2),
+            segment_ids=splash.SegmentIds(q_seg_T, k_seg_S),
+        )
+        return out_NTH.transpose(1, 0, 2)
+
+    return jax.vmap(one_example)(q_BTNH, k_BSKH, v_BSKH, qs_BT, ks_BS)
+
+
+def _per_shard_over_mesh(kernel_call, query_BTNH, keys_BSKH, values_BSKH, q_seg_BT, k_seg_BS):
+    """``kernel_call`` on the whole batch, or per shard (``shard_map``) under a mesh: over the
+    batch and, when the query and kv heads split the same way, the heads."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
-        out_BTNH = kernel_call(query_BTNH, keys_BSKH, values_BSKH, *segments)
-    else:
-        q_spec = logical_to_spec(
-            ("batch", None, "activation_heads", None), mesh, shape=query_BTNH.shape
-        )
-        kv_spec = logical_to_spec(
-            ("batch", None, "activation_kv_heads", None), mesh, shape=keys_BSKH.shape
-        )
-        batch_axes = q_spec[0]
-        # Query head n reads kv head n // (N / K) only if both split over the same mesh axes.
-        heads = q_spec[2] if q_spec[2] == kv_spec[2] else None
-        qkv = jax.sharding.PartitionSpec(batch_axes, None, heads, None)
-        seg = jax.sharding.PartitionSpec(batch_axes, None)
-        out_BTNH = jax.shard_map(
-            kernel_call,
-            mesh=mesh,
-            in_specs=(qkv, qkv, qkv, seg, seg),
-            out_specs=qkv,
-            check_vma=False,
-        )(query_BTNH, keys_BSKH, values_BSKH, *segments)
-    return out_BTNH[:, :seq_len]
+        return kernel_call(query_BTNH, keys_BSKH, values_BSKH, q_seg_BT, k_seg_BS)
+    q_spec = logical_to_spec(
+        ("batch", None, "activation_heads", None), mesh, shape=query_BTNH.shape
+    )
+    kv_spec = logical_to_spec(
+        ("batch", None, "activation_kv_heads", None), mesh, shape=keys_BSKH.shape
+    )
+    batch_axes = q_spec[0]
+    # Query head n reads kv head n // (N / K) only if both split over the same mesh axes.
+    heads = q_spec[2] if q_spec[2] == kv_spec[2] else None
+    qkv = jax.sharding.PartitionSpec(batch_axes, None, heads, None)
+    seg = jax.sharding.PartitionSpec(batch_axes, None)
+    return jax.shard_map(
+        kernel_call,
+        mesh=mesh,
+        in_specs=(qkv, qkv, qkv, seg, seg),
+        out_specs=qkv,
+        check_vma=False,
+    )(query_BTNH, keys_BSKH, values_BSKH, q_seg_BT, k_seg_BS)

@@ -204,7 +204,8 @@ def load_hf(
     axes = param_logical_axes(config)
     params: dict = {}
     try:
-        for rule in rules_for(config):
+        rules = rules_for(config)
+        for rule in processes.progress(rules, desc="loading weights", unit="param", leave=False):
             our_shape = _our_shape(rule, config)
             expected_hf = hf_shape(rule, config)
             layers = range(config.num_layers) if rule.per_layer else [None]
@@ -357,7 +358,10 @@ def save_hf(
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(to_hf_config(config, dtype=saved_dtype), f, indent=2)
     weight_map: dict[str, str] = {}
-    for k, shard in enumerate(shards, start=1):
+    written = processes.progress(
+        enumerate(shards, start=1), total=len(shards), desc="writing weights", unit="shard"
+    )
+    for k, shard in written:
         file = _shard_file(k, len(shards))
         tensors = {entry.name: _fetch(params, entry, config) for entry in shard}
         if writer:

@@ -1,10 +1,11 @@
-"""Data sets of the synthetic task, written in the generic JSONL format of DATA_FORMATS.md.
+"""Data sets of the synthetic task, written in the generic JSONL format of
+docs/data.md ("Formats and their prompt/response conventions").
 
 - ``sft.jsonl``: mediocre demonstrations ``{"id", "prompt", "response", "gold_reward"}``;
 - ``train.jsonl`` / ``test.jsonl``: preference pairs ``{"id", "prompt", "chosen", "rejected",
   "score_chosen", "score_rejected", "source_chosen", "source_rejected"}`` whose responses come
   from generators of different strength, labelled by the gold reward (so the stored labels are
-  all correct; noise is applied at load time, SPEC §4). Ties are dropped and counted;
+  all correct; noise is applied at load time, docs/method.md §4.1). Ties are dropped and counted;
 - ``eval_prompts.jsonl``: prompts for generation-based evaluation.
 
 With ``heldout_prompt_fraction > 0`` the prompt space is split once (``task.is_heldout``): SFT

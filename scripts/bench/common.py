@@ -181,9 +181,9 @@ def step_row(impl, device_name, step, config, times, peak_flops, **settings) -> 
 
 
 def flop_fields(config, seq_len: int, tokens_per_step: int, median_s: float, peak, *, online_ref):
-    """Model FLOPs of one step (ropo_jax.metrics formula: policy forward + backward, plus the
-    reference forward when it runs inside the step) and MFU against ``peak`` (None → null)."""
-    from ropo_jax import metrics
+    """Model FLOPs of one step (ropo_jax.training.metrics formula: policy forward + backward, plus
+    the reference forward when it runs inside the step) and MFU against ``peak`` (None → null)."""
+    from ropo_jax.training import metrics
 
     policy = metrics.flops_per_token(config, seq_len) * tokens_per_step
     reference = (
@@ -203,8 +203,8 @@ def flop_fields(config, seq_len: int, tokens_per_step: int, median_s: float, pea
 
 
 def peak_flops_by_name(device_name: str):
-    """The peak table of ropo_jax.metrics looked up by a device name (None for CPUs)."""
-    from ropo_jax import metrics
+    """The peak table of ropo_jax.training.metrics looked up by a device name (None for CPUs)."""
+    from ropo_jax.training import metrics
 
     for name, flops in metrics.PEAK_FLOPS.items():
         if name.lower() in device_name.lower():

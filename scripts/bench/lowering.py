@@ -5,9 +5,9 @@ for ``--platform`` (TPU or CUDA GPU) with JAX's cross-platform lowering, on abst
     python scripts/bench/lowering.py --platform=tpu --preset=tiny --pairs=8 --prompt_len=128 \\
         --response_len=128 [--remat=full] [--attention_impl=auto] [--dtype=bfloat16]
 
-The step is ``ropo_jax.train.make_train_step("preference", ...)`` as scripts/bench/train_step.py
-builds it (AdamW with clipping, the NaN guard, cached reference log-probs unless
-``--online_ref``), on a padded batch of ``--pairs`` pairs of ``--prompt_len`` +
+The step is ``ropo_jax.training.step.make_train_step("preference", ...)`` as
+scripts/bench/train_step.py builds it (AdamW with clipping, the NaN guard, cached reference
+log-probs unless ``--online_ref``), on a padded batch of ``--pairs`` pairs of ``--prompt_len`` +
 ``--response_len`` tokens in the layout of ``ropo_jax.data.batching`` (completion positions of
 width ``--response_len``), one device, no mesh. Before lowering, the model's attention
 implementation is set to ``ropo_jax.models.attention.resolve(--attention_impl, --platform)``.
@@ -49,8 +49,10 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
-from ropo_jax import losses, models, optim, train
+from ropo_jax import losses, models
 from ropo_jax.data import batching
+from ropo_jax.training import optim
+from ropo_jax.training import step as train
 
 PLATFORMS = ("tpu", "cuda")
 _PLATFORM = flags.DEFINE_enum("platform", "tpu", PLATFORMS, "Platform to lower the step for.")

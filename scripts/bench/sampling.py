@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from ropo_jax import models, sampling
+from ropo_jax import models
+from ropo_jax.inference import sampling
 
 _PRESET = flags.DEFINE_string("preset", "tiny", "Model preset (random weights).")
 _BATCH = flags.DEFINE_integer("batch", 16, "Prompts decoded together.")

@@ -1,6 +1,6 @@
 """Forward-only scoring throughput: sequence log-probs of every pair of a data set with
-``ropo_jax.scoring`` (what the reference cache and ROPO's per-example scores run), optionally
-against a transformers forward on the same weights and tokens.
+``ropo_jax.inference.scoring`` (what the reference cache and ROPO's per-example scores run),
+optionally against a transformers forward on the same weights and tokens.
 
     python scripts/bench/scoring.py --preset=tiny --examples=64 --batch_size=8 \\
         --prompt_len=32 --response_len=32 [--skip_transformers]
@@ -44,9 +44,11 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
-from ropo_jax import metrics, models, scoring
+from ropo_jax import models
 from ropo_jax.data import batching
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.inference import scoring
+from ropo_jax.training import metrics
 
 _PRESET = flags.DEFINE_string("preset", "tiny", "Model preset (random weights).")
 _EXAMPLES = flags.DEFINE_integer("examples", 64, "Pairs in the scored data set.")

@@ -11,12 +11,12 @@ optimizer step, every prompt exactly ``--prompt_len`` tokens and every response 
 collator builds, with completion positions of width response_len: the LM head projects only the
 response positions (``--nocompletion_head``: every position, masked afterwards).
 
-The step is ``ropo_jax.train.make_train_step("preference", ...)`` exactly as ``trainer.run_stage``
-builds it: chunked policy log-probs, the registry loss, AdamW with global-norm clipping, the
-NaN guard, the state donated. Reference log-probs come cached in the batch (the default: the
-step holds no reference parameters) or, with ``--online_ref``, from a frozen copy of the
-parameters run inside the step. ``--micro_batches=K`` splits the pairs into K accumulated
-micro-batches (``_accumulate``'s scan).
+The step is ``ropo_jax.training.step.make_train_step("preference", ...)`` exactly as
+``ropo_jax.training.loop.run_stage`` builds it: chunked policy log-probs, the registry loss, AdamW
+with global-norm clipping, the NaN guard, the state donated. Reference log-probs come cached in the
+batch (the default: the step holds no reference parameters) or, with ``--online_ref``, from a frozen
+copy of the parameters run inside the step. ``--micro_batches=K`` splits the pairs into K
+accumulated micro-batches (``_accumulate``'s scan).
 
 Timed: ``--warmup`` steps after compilation, then ``--steps`` steps, each dispatched and waited on
 with ``block_until_ready`` (the state and the metric sums). The batch is put on the device once
@@ -36,10 +36,12 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
-from ropo_jax import batches, losses, metrics, models, optim, train
+from ropo_jax import losses, models
 from ropo_jax.data import batching
 from ropo_jax.models import attention
 from ropo_jax.models.config import ATTENTION_IMPLS
+from ropo_jax.training import metrics, optim
+from ropo_jax.training import step as train
 
 _STEP = common.define_step_flags(flags)
 _ATTENTION = flags.DEFINE_enum(
@@ -88,7 +90,7 @@ def make_batch(
                 completion_len=response_len,
             )
         )
-    batch_K = batches.stack_micro_batches(host_batches)
+    batch_K = batching.stack_micro_batches(host_batches)
     if not completion_head:
         del batch_K[batching.COMPLETION_KEY]
     # Any finite values do: the reference only shifts the margin, not the work.

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import figure_io
 import matplotlib.pyplot as plt
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 COMPONENTS = (
     ("DPO", "dpo"),
@@ -105,7 +105,7 @@ def main():
     noise_pairs = [(kind.replace("_", "\n"), f"{kind}_ropo_full") for kind in NOISE_MODELS]
     _bars(axes[3], groups, noise_pairs, run_results.win_rate, 0.2, 0.4, "ROPO-full")
     axes[3].set_ylim(max(0.0, low - 0.05), None)
-    axes[3].set_title("noise models (SPEC §4)", fontsize=9)
+    axes[3].set_title("noise models (docs/method.md §4.2)", fontsize=9)
     axes[3].legend(fontsize=7, frameon=False)
     figure_io.save(fig, args.out)
 

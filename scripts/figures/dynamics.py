@@ -16,7 +16,7 @@ import figure_io
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 PANELS = (
     ("flipped pairs fit (h > 0 on the noisy label)", "flipped_fit_rate"),

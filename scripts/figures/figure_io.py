@@ -3,7 +3,7 @@ only). The scripts run as ``python scripts/figures/NAME.py``, so this sits besid
 
 import os
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 
 def save(fig, out: str) -> None:

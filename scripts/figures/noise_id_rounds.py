@@ -1,6 +1,6 @@
 """Noise identification per round: AUROC of each round's per-example score for "this pair's
-label was flipped" (SPEC §5), one panel per noise rate, one line per method (mean ± std over
-seeds). Round r's score is the loss under the policy trained through round r. Also prints the
+label was flipped" (docs/method.md §5.2), one panel per noise rate, one line per method (mean ± std
+over seeds). Round r's score is the loss under the policy trained through round r. Also prints the
 plotted values as a Markdown table. Reads run directories only.
 
     python scripts/figures/noise_id_rounds.py --root=runs/noise_rates \
@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import figure_io
 import matplotlib.pyplot as plt
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 
 def _round_metric(run, index, metric):

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import figure_io
 import matplotlib.pyplot as plt
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 PANELS = (
     ("gold win rate vs SFT", run_results.win_rate),

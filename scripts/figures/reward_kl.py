@@ -18,7 +18,7 @@ import figure_io
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ropo_jax import run_results
+from ropo_jax.evaluation import run_results
 
 
 def main():

@@ -1,4 +1,5 @@
-"""Readers for every input format (DATA_FORMATS.md), one module per format.
+"""Readers for every input format (docs/data.md "Formats and their prompt/response conventions"),
+one module per format.
 
 ``read_examples(format, input, log, **options) -> (located, ReadContext)`` reads every file the
 input names and returns ``(path, line, PreferenceExample)`` triples; bad rows become problems in

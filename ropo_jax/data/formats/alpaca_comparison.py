@@ -1,4 +1,5 @@
-"""Alpaca Comparison (GPT-4-LLM ``comparison_data_v2.json``, DATA_FORMATS.md).
+"""Alpaca Comparison (GPT-4-LLM ``comparison_data_v2.json``, docs/data.md "Formats and their
+prompt/response conventions").
 
 Each element holds one instruction and several responses scored 1–10 by GPT-4, with the
 generator in ``source``. Pairing rules (``pairing``):

@@ -1,4 +1,5 @@
-"""Generic JSON Lines / Parquet preference rows (DATA_FORMATS.md "Generic").
+"""Generic JSON Lines / Parquet preference rows (docs/data.md "Formats and their prompt/response
+conventions", Generic).
 
 Explicit prompt ``{"prompt", "chosen", "rejected"}`` or implicit ``{"chosen", "rejected"}``; each
 a string or a list of chat messages. Conventions:

@@ -1,4 +1,5 @@
-"""Anthropic HH-RLHF transcripts (DATA_FORMATS.md "Anthropic HH-RLHF").
+"""Anthropic HH-RLHF transcripts (docs/data.md "Formats and their prompt/response conventions",
+HH-RLHF).
 
 The prompt is everything up to and including the **last** ``"\\n\\nAssistant:"`` of the chosen
 transcript; the response is what follows (it starts with a space). Both transcripts must agree up

@@ -1,4 +1,5 @@
-"""Reddit TL;DR human comparisons (OpenAI "summarize from feedback", DATA_FORMATS.md).
+"""Reddit TL;DR human comparisons (OpenAI "summarize from feedback", docs/data.md "Formats and
+their prompt/response conventions").
 
 Prompt: ``"SUBREDDIT: r/{subreddit}\\nTITLE: {title}\\nPOST: {post}\\nTL;DR:"``; the chosen
 summary is ``summaries[choice]``, and responses start with a space (added when missing) so the

@@ -1,4 +1,5 @@
-"""UltraFeedback Binarized (DATA_FORMATS.md): Parquet rows with message-list responses.
+"""UltraFeedback Binarized (docs/data.md "Formats and their prompt/response conventions"): Parquet
+rows with message-list responses.
 
 ``chosen``/``rejected`` are ``[user turn, assistant answer]``; the prompt is the shared message
 prefix (checked against the ``prompt`` column), the responses the final assistant message(s).

@@ -1,4 +1,5 @@
-"""Evaluation metrics of SPEC §5, in NumPy (they run once per round, outside any jitted step).
+"""Evaluation metrics of docs/method.md §5, in NumPy (they run once per round, outside any jitted
+step).
 
 Every function returns plain Python floats (or None where the metric is undefined, e.g. AUROC
 when no pair was flipped), ready for ``metrics.jsonl`` and ``results.json``.
@@ -9,21 +10,7 @@ Shape key: N examples.
 from __future__ import annotations
 
 import numpy as np
-
-
-def _average_ranks(values_N: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank (as in the Mann–Whitney U statistic)."""
-    order_N = np.argsort(values_N, kind="stable")
-    sorted_N = values_N[order_N]
-    ranks_N = np.empty(len(values_N), np.float64)
-    boundaries = np.flatnonzero(np.diff(sorted_N) != 0) + 1
-    for start, stop in zip(
-        np.concatenate([[0], boundaries]),
-        np.concatenate([boundaries, [len(values_N)]]),
-        strict=True,
-    ):
-        ranks_N[order_N[start:stop]] = 0.5 * (start + 1 + stop)
-    return ranks_N
+from scipy import stats  # a dependency of jax
 
 
 def auroc(scores_N, positive_N) -> float | None:
@@ -39,15 +26,16 @@ def auroc(scores_N, positive_N) -> float | None:
     num_pos, num_neg = int(positive_N.sum()), int((~positive_N).sum())
     if num_pos == 0 or num_neg == 0:
         return None
-    ranks_N = _average_ranks(scores_N)
+    # 1-based ranks, ties given their average rank (the Mann–Whitney U statistic's convention).
+    ranks_N = stats.rankdata(scores_N, method="average")
     u_statistic = ranks_N[positive_N].sum() - num_pos * (num_pos + 1) / 2
     return float(u_statistic / (num_pos * num_neg))
 
 
 def noise_identification(flipped_N, discarded_N, scores_N=None) -> dict[str, float | None]:
     """Precision, recall and F1 of the discarded set against the true flip mask, and the AUROC
-    of the score (SPEC §5). Undefined entries are None (no discards → precision, no flips →
-    recall, either → f1)."""
+    of the score (docs/method.md §5.2). Undefined entries are None (no discards → precision, no
+    flips → recall, either → f1)."""
     flipped_N = np.asarray(flipped_N, bool)
     discarded_N = np.asarray(discarded_N, bool)
     if flipped_N.shape != discarded_N.shape:
@@ -67,14 +55,15 @@ def noise_identification(flipped_N, discarded_N, scores_N=None) -> dict[str, flo
 
 
 def preference_accuracy(margin_N) -> float | None:
-    """``pref_accuracy_clean`` (SPEC §5): fraction of pairs, with their true labels, where h > 0."""
+    """``pref_accuracy_clean`` (docs/method.md §5.1): fraction of pairs, with their true labels,
+    where h > 0."""
     margin_N = np.asarray(margin_N, np.float64)
     return None if margin_N.size == 0 else float(np.mean(margin_N > 0))
 
 
 def win_rate(policy_rewards_N, baseline_rewards_N) -> float | None:
     """Fraction of prompts where the policy's response has the higher reward, ties counting ½
-    (``gold_win_rate_vs_sft`` with gold rewards, SPEC §5)."""
+    (``gold_win_rate_vs_sft`` with gold rewards, docs/method.md §5.4)."""
     policy_N = np.asarray(policy_rewards_N, np.float64)
     baseline_N = np.asarray(baseline_rewards_N, np.float64)
     if policy_N.shape != baseline_N.shape:

@@ -20,8 +20,8 @@ import numpy as np
 from absl import logging
 
 from ropo_jax import models, processes
+from ropo_jax.inference.sampling_ops import select_next_token
 from ropo_jax.models import ModelConfig
-from ropo_jax.sampling_ops import select_next_token
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Scores responses with a local Hugging Face reward model (PyTorch), for real data sets where no
-gold reward exists: ``reward_win_rate_vs_sft`` and ``reward_mean`` (SPEC §5's win rate with a
-learned reward in place of the gold one).
+gold reward exists: ``reward_win_rate_vs_sft`` and ``reward_mean`` (docs/method.md §5.4's win rate
+with a learned reward in place of the gold one).
 
 The model directory holds a sequence-classification checkpoint with one output
 (``*ForSequenceClassification``, ``num_labels=1``, safetensors weights — pickled weights are
@@ -13,7 +13,7 @@ model's single logit. Runs on CUDA when available (``device="auto"``) or on the 
 As a command, for files written by a run (``WORKDIR/eval/*.json``; scoring in a separate
 process leaves the accelerator's memory to PyTorch alone):
 
-    python -m ropo_jax.reward_model --reward_model=RM_DIR \\
+    python -m ropo_jax.evaluation.reward_model --reward_model=RM_DIR \\
         --outputs=WORKDIR/eval/policy.json --baseline=WORKDIR/eval/sft.json
 """
 
@@ -26,7 +26,8 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from ropo_jax import eval_metrics, processes
+from ropo_jax import processes
+from ropo_jax.evaluation import metrics as eval_metrics
 
 
 class RewardModel:

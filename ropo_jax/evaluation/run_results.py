@@ -1,5 +1,6 @@
-"""Reading finished run directories (their ``results.json``, SPEC §5 keys) for tables and
-figures. Imports neither JAX nor the models: figure scripts run anywhere the run directories are.
+"""Reading finished run directories (their ``results.json``, docs/method.md §5.6 keys) for tables
+and figures. Imports neither JAX nor the models: figure scripts run anywhere the run directories
+are.
 """
 
 from __future__ import annotations

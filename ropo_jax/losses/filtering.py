@@ -1,10 +1,10 @@
-"""The w-step of the ROPO framework (SPEC §3): keep the (1−ρ)·N lowest-loss examples.
+"""The w-step of the ROPO framework (docs/method.md §3.2): keep the (1−ρ)·N lowest-loss examples.
 
 With θ fixed, the optimal sample weights of ``min Σ wᵢ ℓᵢ s.t. Σ wᵢ = (1−ρ)N, 0 ≤ wᵢ ≤ 1`` put
 weight 1 on the lowest-loss examples and 0 on the rest. Pure and jittable; the number kept may
 be a traced value, so one compiled function serves every ρ.
 
-Conventions (SPEC §3 leaves them open; docs/ropo.md records them):
+Conventions (the paper leaves them open; docs/method.md §3.2 and docs/ropo.md record them):
 - the number discarded is ⌊ρ·N⌋ of the N valid examples, so never more than ρN are dropped;
 - ties are broken by position: among equal scores the earlier example is kept (a stable sort);
 - NaN scores rank after every number (they are discarded first), and invalid entries (padding)

@@ -1,4 +1,4 @@
-"""Evaluation of a trained policy (SPEC §5): clean held-out preference accuracy, noise
+"""Evaluation of a trained policy (docs/method.md §5): clean held-out preference accuracy, noise
 identification on the training set, and generations — scored by the gold reward on the
 synthetic task, or written in AlpacaEval's format for an external judge.
 
@@ -14,10 +14,12 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ropo_jax import eval_metrics, filtering, sampling, scoring
 from ropo_jax.data.encode import Encoder, Limits
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.data.tokenizer import load_tokenizer
+from ropo_jax.evaluation import metrics as eval_metrics
+from ropo_jax.inference import sampling, scoring
+from ropo_jax.losses import filtering
 from ropo_jax.models import ModelConfig
 
 

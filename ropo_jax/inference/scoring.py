@@ -19,16 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ropo_jax import batches as batches_lib
-from ropo_jax import losses, processes, train
+from ropo_jax import losses, processes, sharding
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.inference.logps import sequence_logps
 from ropo_jax.models import ModelConfig
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _slot_logps(model_config: ModelConfig, chunk_size: int, packed: bool, params, batch):
-    logps_S, _ = train.sequence_logps(
+    logps_S, _ = sequence_logps(
         model_config, params, batch, chunk_size, one_sequence_per_row=not packed
     )
     return logps_S, batch["example_index"]
@@ -59,7 +59,7 @@ def sequence_logps_over(
     rejected_N = np.full(len(data), np.nan, np.float32)
     num_batches = -(-len(data) // batch_size)
     for batch in processes.progress(iterator, total=num_batches, desc=desc, unit="batch"):
-        device_batch = batches_lib.put_batch(batch, mesh, micro_axis=False)
+        device_batch = sharding.put_batch(batch, mesh, micro_axis=False)
         logps_S, index_B = processes.fetch(
             _slot_logps(model_config, chunk_size, mode == "packed", params, device_batch)
         )

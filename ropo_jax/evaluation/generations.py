@@ -1,6 +1,7 @@
-"""Generation-based evaluation on real data sets (SPEC §5, §6): the policy and the SFT model answer
-a prompt set; the responses are written in AlpacaEval's format for an external judge (the paper's
-GPT-4 win rate), and optionally scored by a local reward model (:mod:`ropo_jax.reward_model`).
+"""Generation-based evaluation on real data sets (docs/method.md §5.4, §6): the policy and the SFT
+model answer a prompt set; the responses are written in AlpacaEval's format for an external judge
+(the paper's GPT-4 win rate), and optionally scored by a local reward model
+(:mod:`ropo_jax.evaluation.reward_model`). ``GenerationEval`` holds the options.
 
 Prompt sets (``read_prompts``):
 
@@ -30,12 +31,12 @@ from typing import Any
 
 from absl import logging
 
-from ropo_jax import eval as eval_lib
-from ropo_jax import sampling
 from ropo_jax.data import formats
 from ropo_jax.data.errors import DataError, ProblemLog
 from ropo_jax.data.example import Message, Text
 from ropo_jax.data.sources import iter_rows
+from ropo_jax.evaluation import heldout as eval_lib
+from ropo_jax.inference import sampling
 from ropo_jax.models import ModelConfig
 
 PROMPT_FORMATS = ("alpaca_eval", "tldr")
@@ -119,49 +120,67 @@ def write_generations(
     return files
 
 
+@dataclasses.dataclass(frozen=True)
+class GenerationEval:
+    """How the policy and the SFT model answer the evaluation prompts and where the answers go;
+    the pipeline builds it once from the ``eval.*`` keys and the run's data."""
+
+    prompts_path: str
+    tokenizer_dir: str
+    sampling: sampling.SamplingConfig
+    seed: int
+    generate_batch_size: int
+    output_dir: str
+    generator: str  # the policy's name in the files' "generator" field
+    prompts_format: str = "alpaca_eval"
+    prompt_style: str = "chat"
+    num_prompts: int = 0  # 0: every prompt of the file
+    chat_template: str | None = None  # the template's text
+    max_prompt_length: int | None = None  # the training data's (prompts are cut as in training)
+    reward_model: str | None = None  # a reward model directory: score both models' responses
+    reward_batch_size: int = 8
+    reward_device: str = "auto"
+    write: bool = True  # process 0: write the files and score them (it writes the results)
+
+    def __post_init__(self):
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"eval.prompt_style={self.prompt_style!r}: expected one of {PROMPT_STYLES}"
+            )
+
+
+def generate_both(
+    model_config: ModelConfig, policy_params, sft_params, model_prompts, options: GenerationEval
+) -> dict[str, list[str]]:
+    """``{"policy": responses, "sft": responses}``: the same prompts, the same RNG."""
+    kwargs = dict(
+        tokenizer_dir=options.tokenizer_dir,
+        sampling_config=options.sampling,
+        seed=options.seed,
+        batch_size=options.generate_batch_size,
+        chat_template=options.chat_template,
+        max_prompt_length=options.max_prompt_length,
+    )
+    return {
+        name: eval_lib.generate_responses(model_config, params, model_prompts, **kwargs)
+        for name, params in (("policy", policy_params), ("sft", sft_params))
+    }
+
+
 def evaluate_generations(
-    model_config: ModelConfig,
-    policy_params,
-    sft_params,
-    *,
-    prompts_path: str,
-    prompts_format: str,
-    prompt_style: str,
-    num_prompts: int,
-    tokenizer_dir: str,
-    chat_template: str | None,
-    max_prompt_length: int,
-    sampling_config: sampling.SamplingConfig,
-    seed: int,
-    batch_size: int,
-    output_dir: str,
-    generator: str,
-    reward_model: str | None = None,
-    reward_batch_size: int = 8,
-    reward_device: str = "auto",
-    write: bool = True,
+    model_config: ModelConfig, policy_params, sft_params, options: GenerationEval
 ) -> dict[str, Any]:
     """Generates with the policy and the SFT model (same prompts, same RNG); the writing process
-    (``write``: process 0, which writes the run's results) writes the AlpacaEval files and scores
-    both with ``reward_model`` when given.
+    (``options.write``: process 0, which writes the run's results) writes the AlpacaEval files
+    and scores both with ``options.reward_model`` when given.
 
     Returns ``{"eval": {reward metrics, or nothing}, "generations": {files, counts}}``.
     """
-    if prompt_style not in PROMPT_STYLES:
-        raise ValueError(f"eval.prompt_style={prompt_style!r}: expected one of {PROMPT_STYLES}")
-    prompts = read_prompts(prompts_path, format=prompts_format, num_prompts=num_prompts)
-    kwargs = dict(
-        tokenizer_dir=tokenizer_dir,
-        sampling_config=sampling_config,
-        seed=seed,
-        batch_size=batch_size,
-        chat_template=chat_template,
-        max_prompt_length=max_prompt_length,
+    prompts = read_prompts(
+        options.prompts_path, format=options.prompts_format, num_prompts=options.num_prompts
     )
-    model_prompts = [p.model_prompt(prompt_style) for p in prompts]
-    responses = {}
-    for name, params in (("policy", policy_params), ("sft", sft_params)):
-        responses[name] = eval_lib.generate_responses(model_config, params, model_prompts, **kwargs)
+    model_prompts = [p.model_prompt(options.prompt_style) for p in prompts]
+    responses = generate_both(model_config, policy_params, sft_params, model_prompts, options)
     logging.info(
         "sample generation: %r → %r (SFT: %r)",
         prompts[0].instruction,
@@ -169,22 +188,30 @@ def evaluate_generations(
         responses["sft"][0],
     )
     files = {}
-    if write:
-        generators = {"policy": generator, "sft": "sft"}
-        files = write_generations(output_dir, prompts, responses, generators)
+    if options.write:
+        generators = {"policy": options.generator, "sft": "sft"}
+        files = write_generations(options.output_dir, prompts, responses, generators)
     result: dict[str, Any] = {
         "eval": {},
         "generations": {"num_prompts": len(prompts), "files": files},
     }
-    if reward_model and write:
-        from ropo_jax import reward_model as reward_lib  # PyTorch: imported only when used
-
-        scorer = reward_lib.RewardModel(reward_model, device=reward_device)
-        instructions = [p.instruction for p in prompts]
-        rewards = {
-            name: scorer.score(instructions, outputs, batch_size=reward_batch_size)
-            for name, outputs in responses.items()
-        }
-        result["eval"] = reward_lib.compare(rewards["policy"], rewards["sft"])
-        result["eval"]["reward_model"] = reward_model
+    if options.reward_model and options.write:
+        result["eval"] = score_with_reward_model(prompts, responses, options)
     return result
+
+
+def score_with_reward_model(
+    prompts: list[EvalPrompt], responses: dict[str, list[str]], options: GenerationEval
+) -> dict[str, Any]:
+    """The reward model's comparison of the policy's responses with the SFT model's."""
+    from ropo_jax.evaluation import reward_model as reward_lib  # PyTorch: imported only when used
+
+    scorer = reward_lib.RewardModel(options.reward_model, device=options.reward_device)
+    instructions = [p.instruction for p in prompts]
+    rewards = {
+        name: scorer.score(instructions, outputs, batch_size=options.reward_batch_size)
+        for name, outputs in responses.items()
+    }
+    metrics = reward_lib.compare(rewards["policy"], rewards["sft"])
+    metrics["reward_model"] = options.reward_model
+    return metrics

@@ -22,18 +22,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from ropo_jax.errors import UserError
+
 MAX_RATE = 0.49  # ε ≥ 0.5 would mean most labels are wrong: the orientation is ambiguous
+
+
+class FlipRateEstimateError(UserError, ValueError):
+    """``ropo.filter_ratio="auto"`` found too few finite margins to estimate ρ from."""
 
 
 def estimate_flip_rate(margin_N: np.ndarray, *, tail_quantile: float = 0.5) -> dict:
     """ε̂ from the tail ratio of the finite margins at x = the ``tail_quantile`` quantile of
     |h|, as ``{"rate", "threshold", "lower_tail", "upper_tail", "count", "ignored"}`` (the
-    tails as fractions of the margins used; NaNs are ignored and counted)."""
+    tails as fractions of the margins used; NaNs are ignored and counted). Raises
+    ``FlipRateEstimateError`` when fewer than two margins are finite."""
     margin_N = np.asarray(margin_N, np.float64)
     finite = np.isfinite(margin_N)
     h = margin_N[finite]
     if h.size < 2:
-        raise ValueError(f"estimating the flip rate needs >= 2 finite margins, got {h.size}")
+        raise FlipRateEstimateError(
+            f"ropo.filter_ratio='auto': estimating the flip rate needs >= 2 finite margins, got "
+            f"{h.size} of {margin_N.size} ({int((~finite).sum())} NaN or infinite): the policy's "
+            "log-probs are not finite (training diverged; lower train.learning_rate) or there are "
+            "fewer than 2 training pairs. Fix that, or set ropo.filter_ratio to a number in [0, 1)"
+        )
     threshold = float(np.quantile(np.abs(h), tail_quantile))
     lower, upper = float(np.mean(h < -threshold)), float(np.mean(h > threshold))
     ratio = lower / upper if upper > 0 else np.inf

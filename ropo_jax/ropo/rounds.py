@@ -11,7 +11,7 @@ artefacts on disk.
 Baselines run through the same loop with filtering and RS off (their loss instead of ROPO's),
 so every method is trained by the same code for the same number of epochs. A round's directory
 ``round_t/`` holds ``scores.npz`` (ids, margin, loss, flip mask, kept), ``kept_ids.json``,
-``suspects.jsonl`` (the discarded pairs as text, ``ropo_jax.suspects``), ``samples.jsonl`` (RS
+``suspects.jsonl`` (the discarded pairs as text, ``ropo_jax.ropo.suspects``), ``samples.jsonl`` (RS
 pairs with provenance and scores), ``rs_pairs/``, ``weights_next.npy``, ``eval.json``; its
 ``done.json`` is written last, so a killed run redoes at most the unfinished round (whose
 training resumes from its checkpoint). With ``ropo.filter_ratio="auto"`` the run's estimate of
@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from ropo_jax import eval as eval_lib
-from ropo_jax import noise_rate, pair_text, processes, scoring, suspects, train, trainer
+from ropo_jax import processes
 from ropo_jax.data.prepared import PreferenceData, load_prepared
-from ropo_jax.metrics import flatten
+from ropo_jax.evaluation import heldout as eval_lib
+from ropo_jax.inference import scoring
 from ropo_jax.models import ModelConfig
-from ropo_jax.ropo import (
+from ropo_jax.ropo import noise_rate, pair_text, suspects
+from ropo_jax.ropo.framework import (
     RopoConfig,
     concat,
     rejection_sample,
@@ -43,6 +44,9 @@ from ropo_jax.ropo import (
     step_config_for,
     w_step,
 )
+from ropo_jax.training import loop as trainer
+from ropo_jax.training import step as train
+from ropo_jax.training.metrics import flatten
 
 ESTIMATE_FILE = "filter_ratio_estimate.json"
 

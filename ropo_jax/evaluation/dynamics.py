@@ -26,8 +26,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from ropo_jax import eval_metrics, sampling, scoring
 from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.evaluation import metrics as eval_metrics
+from ropo_jax.inference import sampling, scoring
 from ropo_jax.models import ModelConfig
 
 
