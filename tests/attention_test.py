@@ -160,10 +160,8 @@ def _lowered(fn, platform, *args):
     return jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,)).as_text()
 
 
-def test_splash_lowers_for_tpu_to_the_mosaic_kernel():
-    config = TINY.replace(sliding_window=WINDOW)
-    positions, segments = _layout("packed")
-    q, k, v, _ = _qkv()
+def _summed_self_attention(config, positions, segments, impl=None):
+    """(q, k, v) -> Σ attend(...) in float32: a scalar to differentiate and lower."""
 
     def loss(q, k, v):
         out = attention.attend(
@@ -175,10 +173,19 @@ def test_splash_lowers_for_tpu_to_the_mosaic_kernel():
             query_segments_BT=segments,
             key_positions_BS=positions,
             key_segments_BS=segments,
-            impl="splash",
+            impl=impl,
         )
-        return jnp.sum(out)
+        return jnp.sum(out.astype(jnp.float32))
 
+    return loss
+
+
+def test_splash_lowers_for_tpu_to_the_mosaic_kernel():
+    config = TINY.replace(sliding_window=WINDOW)
+    positions, segments = _layout("packed")
+    q, k, v, _ = _qkv()
+
+    loss = _summed_self_attention(config, positions, segments, impl="splash")
     text = _lowered(jax.grad(loss, argnums=(0, 1, 2)), "tpu", q, k, v)
     assert "tpu_custom_call" in text
     for kernel in ("splash_mha_fwd_segmented", "splash_mha_dq_segmented", "splash_mha_dkv"):
@@ -202,19 +209,7 @@ def test_cudnn_lowers_for_cuda_to_flash_attention_without_a_bias(fake_cudnn):
     positions, segments = _layout("padded")
     q, k, v, _ = (x.astype(jnp.bfloat16) for x in _qkv())
 
-    def loss(q, k, v):
-        out = attention.attend(
-            config,
-            q,
-            k,
-            v,
-            query_positions_BT=positions,
-            query_segments_BT=segments,
-            key_positions_BS=positions,
-            key_segments_BS=segments,
-        )
-        return jnp.sum(out.astype(jnp.float32))
-
+    loss = _summed_self_attention(config, positions, segments)
     calls = _cudnn_calls(_lowered(jax.grad(loss, argnums=(0, 1, 2)), "cuda", q, k, v))
     names = sorted({line.split("@")[1].split("(")[0] for line in calls})
     assert names == ["__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward"], names

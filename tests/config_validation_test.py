@@ -530,6 +530,12 @@ COMMANDS = [
     ("no_file", "experiments/nothing.py", [], "no such file 'experiments/nothing.py'"),
     ("bad_arg", "experiments/synthetic.py:huge", [], "choose one of"),
     ("paper", "experiments/paper/tldr.py", [], "config.data.train and config.model.hf_path"),
+    (
+        "loss_base",
+        "experiments/smoke.py",
+        ["--config.method=lcpo_em", "--config.loss.base=simpo"],
+        "config.loss.base='simpo'",
+    ),
 ]
 
 

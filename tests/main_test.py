@@ -210,6 +210,30 @@ def test_noise_the_data_cannot_support_is_one_clear_error(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_a_completion_cap_below_the_data_is_one_clear_error(tmp_path):
+    # The UltraFeedback fixture's responses are longer than 1 token: the LM head would miss
+    # response tokens, so the train stage refuses before its first step, naming the key.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ropo_jax.main",
+            "--config=experiments/paper/ultrafeedback.py:smoke",
+            f"--workdir={tmp_path}",
+            "--config.train.max_completion_tokens=1",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("error:") and "max_completion_tokens=1" in lines[-1]
+    assert "config.train.*" in lines[-1] and "Traceback" not in out.stderr
+
+
 def test_export_eval_and_round_keys_through_the_command_line(tmp_path):
     """The config keys of the export and the evaluation, through python -m ropo_jax.main: a
     bf16 export sharded with an index, two samples per evaluation prompt, dynamics off, a fresh

@@ -352,3 +352,20 @@ def test_error_unknown_preset_and_bad_heads():
         models.ModelConfig.preset("llama9")
     with pytest.raises(models.ConfigError, match="multiple of num_kv_heads=3"):
         models.ModelConfig.preset("tiny", num_kv_heads=3)
+
+
+@pytest.mark.parametrize("length", [1, 5])
+def test_paired_projections_equal_two_matmuls(length):
+    # Training steps stack the two weights into one matmul; decoding (one token per row) runs two
+    # matmuls so that no token pays a copy of the stacked weights (no concatenate in its program).
+    from ropo_jax.models.layers import project_pair
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, length, 8)), jnp.float32)
+    first, second = (jnp.asarray(rng.standard_normal((8, 3, 4)), jnp.float32) for _ in range(2))
+    got = project_pair(x, first, second, "btd,dkh->btkh")
+    want = (jnp.einsum("btd,dkh->btkh", x, first), jnp.einsum("btd,dkh->btkh", x, second))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    text = jax.jit(lambda x: project_pair(x, first, second, "btd,dkh->btkh")).lower(x).as_text()
+    assert ("concatenate" in text) == (length > 1)

@@ -219,3 +219,19 @@ def test_epoch_hook_runs_at_epoch_ends_and_marks_the_last_step_final(tmp_path, p
     assert dynamics == [
         {"stage": "s", "kind": "dynamics", "step": 2, "round_epoch": 0.8, "measured": 1.0}
     ]
+
+
+@pytest.mark.parametrize("mode,promise", [("padded", True), ("bucketed", True), ("packed", False)])
+def test_the_step_is_told_the_loader_row_layout(tmp_path, params, monkeypatch, mode, promise):
+    # cuDNN flash attention may only see rows of one right-padded sequence: the step's promise
+    # must follow the loader mode (packed rows hold several sequences).
+    seen = []
+
+    def make_train_step(kind, step_config, *args, **kwargs):
+        seen.append(step_config.one_sequence_per_row)
+        raise RuntimeError("stop before compiling")
+
+    monkeypatch.setattr(loop.train, "make_train_step", make_train_step)
+    with pytest.raises(RuntimeError, match="stop before compiling"):
+        _run(tmp_path, params, _data([4] * 8), batch_mode=mode)
+    assert seen == [promise]

@@ -84,7 +84,8 @@ def completion_positions(loss_mask_RT: np.ndarray, width: int | None = None) -> 
     if need > width:
         raise DataError(
             f"a row holds {need} response tokens, more than the completion bound {width}; "
-            "raise max_completion_tokens (or leave it unset to derive it from the data)"
+            "raise the stage's max_completion_tokens (config.train.* or config.sft.*), or set it "
+            "to 0 to derive it from the data"
         )
     out = np.full((target_mask_RT.shape[0], width), -1, np.int32)
     rows, cols = np.nonzero(target_mask_RT)  # row-major: columns ascend within each row

@@ -159,7 +159,8 @@ class BatchPlan:
             raise DataError(
                 f"max_completion_tokens={max_completion_tokens} is below the longest response "
                 f"of this data ({longest} tokens), so the LM head would miss response tokens; "
-                f"set train.max_completion_tokens >= {longest}, or 0 to derive it from the data"
+                f"set the stage's max_completion_tokens (config.train.* or config.sft.*) >= "
+                f"{longest}, or 0 to derive it from the data"
             )
         n = self.indices.size
         self.batches_per_epoch = n // batch_size if drop_remainder else math.ceil(n / batch_size)
