@@ -329,9 +329,14 @@ def test_prepare_every_format(tmp_path, word_tokenizer, fmt, name, count):
     data = load_prepared(str(tmp_path))
     assert len(data) == count and data.manifest["fingerprint"] == data.fingerprint()
     assert (data.sequence_lengths() <= 256).all() and (data.lengths[:, 0] <= 128).all()
+    # BOS where the tokenizer or its template puts it: the Mistral template renders it for chat
+    # prompts; this tokenizer adds none to text.
+    is_chat = {e.id: e.is_chat for e in read(fmt, fixture(name))[0]}
     for i in range(count):
         prompt, _, _ = data.parts(i)
-        assert prompt[0] == data.manifest["bos_id"]
+        chat = is_chat[data.ids[i].split("#dup")[0]]
+        assert (prompt[0] == data.manifest["bos_id"]) == chat
+        assert int((prompt == data.manifest["bos_id"]).sum()) == chat
 
 
 def _run_cli(*args):

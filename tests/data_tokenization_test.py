@@ -66,6 +66,20 @@ def test_text_pair_boundaries(mistral):
 
 
 @needs_mistral
+def test_sentencepiece_add_bos_token_from_tokenizer_config(tmp_path):
+    import json
+    import shutil
+
+    assert load_tokenizer(MISTRAL).add_bos  # no tokenizer_config.json: Llama-2's default
+    shutil.copy(MISTRAL, tmp_path / "tokenizer.model")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": False}))
+    tok = load_tokenizer(str(tmp_path))
+    assert not tok.add_bos and tok.bos_id == 1
+    e = Encoder(tok, Limits(64, 32)).encode(pair("Hello", " world", " there"))
+    assert e.prompt.tolist() == [22557] and e.chosen.tolist() == [1526, 2]
+
+
+@needs_mistral
 def test_tldr_boundary_matches_whole_document(mistral):
     enc = Encoder(mistral, Limits(256, 192))
     prompt = "SUBREDDIT: r/dogs\nTITLE: Barking dog\nPOST: My dog barks at night.\nTL;DR:"
@@ -159,8 +173,10 @@ def test_tokenizer_json_continuation(byte_tokenizer):
     tok = byte_tokenizer
     enc = Encoder(tok, Limits(128, 64))
     e = enc.encode(pair("Q: 2+2?", " 4", " 5"))
-    assert e.prompt[0] == tok.bos_id and np.count_nonzero(e.prompt == tok.bos_id) == 1
-    assert tok.decode(e.prompt[1:]) == "Q: 2+2?"
+    # This tokenizer adds no BOS to text (no post-processor), so a text prompt gets none.
+    assert not tok.add_bos and tok.bos_id not in e.prompt
+    assert e.prompt.tolist() == tok.hf("Q: 2+2?")["input_ids"]
+    assert tok.decode(e.prompt) == "Q: 2+2?"
     assert tok.decode(e.chosen[:-1]) == " 4" and e.chosen[-1] == tok.eos_id
     # Chat template from tokenizer_config.json: BOS rendered by the template, kept once.
     e = enc.encode(

@@ -46,8 +46,12 @@ def test_tokenizer_saves_and_loads_with_exact_word_ids(tmp_path):
     ids = loaded("topic T1 length 4", add_special_tokens=False).input_ids
     assert [vocab[i] for i in ids] == ["topic", "T1", "length", "4"]
     assert loaded.bos_token_id == 1 and loaded.eos_token_id == 2 and loaded.pad_token_id == 0
-    assert loaded.decode(loaded("g1_2 f3 bad0").input_ids) == "g1_2 f3 bad0"
-    assert loaded("zzz").input_ids == [vocab.index("<unk>")]
+    # The tokenizer puts <bos> before text itself, as Llama-2's does (every prompt starts with it).
+    assert loaded("g1_2").input_ids == [vocab.index("<bos>"), vocab.index("g1_2")]
+    assert (
+        loaded.decode(loaded("g1_2 f3 bad0").input_ids, skip_special_tokens=True) == "g1_2 f3 bad0"
+    )
+    assert loaded("zzz", add_special_tokens=False).input_ids == [vocab.index("<unk>")]
     assert len(loaded) == len(vocab) <= 64
 
 

@@ -31,7 +31,7 @@ from absl import app, flags, logging
 
 from ropo_jax import processes
 from ropo_jax.data import formats
-from ropo_jax.data.encode import Encoder, Limits
+from ropo_jax.data.encode import ENCODING_VERSION, Encoder, Limits
 from ropo_jax.data.errors import DataError, ProblemLog, format_problems
 from ropo_jax.data.example import PreferenceExample, to_jsonable
 from ropo_jax.data.formats.alpaca_comparison import PAIRINGS
@@ -96,6 +96,7 @@ def prepare(
         "source_format": format,
         "input": input,
         "tokenizer": tokenizer,
+        "encoding_version": ENCODING_VERSION,
         "bos_id": tok.bos_id,
         "eos_id": tok.eos_id,
         "pad_id": tok.pad_id,
@@ -246,8 +247,9 @@ def prepare_splits(
     """Prepares raw files inside a run: ``inputs`` maps a split name to ``(format, input)``; each
     goes to ``directory/<split>`` through :func:`prepare` with ``dedupe`` and the shared
     ``options``. A split already prepared from the same format, input, tokenizer, limits and
-    ``dedupe`` is reused (a re-run resumes); one prepared from anything else is an error rather
-    than silently replaced. Returns ``{split: prepared directory}``."""
+    ``dedupe`` is reused (a re-run resumes) unless an older encoder tokenized it
+    (``encode.ENCODING_VERSION``), then it is prepared again; one prepared from anything else is
+    an error rather than silently replaced. Returns ``{split: prepared directory}``."""
     paths = {}
     for split, (format, input) in inputs.items():
         output_dir = os.path.join(directory, split)
@@ -260,6 +262,7 @@ def prepare_splits(
             "dedupe": bool(dedupe),
         }
         manifest_path = os.path.join(output_dir, "manifest.json")
+        reuse = False
         if os.path.isfile(manifest_path):
             with open(manifest_path, encoding="utf-8") as f:
                 manifest = json.load(f)
@@ -271,7 +274,19 @@ def prepare_splits(
                     f"{output_dir} was prepared from {found}, not {wanted}; use a new run "
                     "directory for other data"
                 )
-        else:
+            version = manifest.get("encoding_version", 1)  # 1: written before the field
+            reuse = version == ENCODING_VERSION
+            if not reuse:
+                logging.warning(
+                    "%s was tokenized by encoding version %s, not %s: preparing it again",
+                    output_dir,
+                    version,
+                    ENCODING_VERSION,
+                )
+                stale = os.path.join(output_dir, "skipped.jsonl")
+                if os.path.exists(stale):
+                    os.remove(stale)
+        if not reuse:
             summary = prepare(
                 format=format,
                 input=input,

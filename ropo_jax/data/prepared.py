@@ -3,7 +3,9 @@
 Directory layout written by ``python -m ropo_jax.data.prepare`` (format version 1):
 
 - ``manifest.json``: token ids (``bos_id``, ``eos_id``, ``pad_id``), ``vocab_size``, limits, the
-  source format/input, the read/written/truncated/rejected counts and the ``fingerprint``;
+  source format/input, the ``encoding_version`` of the tokenization rules
+  (``data.encode.ENCODING_VERSION``), the read/written/truncated/rejected counts and the
+  ``fingerprint``;
 - ``tokens.npy`` (int32, all examples' ``prompt | chosen | rejected`` back to back),
   ``offsets.npy`` (int64 [N], start of each example), ``lengths.npy`` (int32 [N, 3]: prompt,
   chosen, rejected after truncation), ``original_lengths.npy`` (int32 [N, 3], before);
@@ -24,6 +26,7 @@ import os
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from ropo_jax.data.errors import DataError
 
@@ -177,6 +180,12 @@ def load_prepared(directory: str, *, mmap: bool = True) -> PreferenceData:
         raise DataError(
             f"{manifest_path}: format_version {manifest.get('format_version')} is not "
             f"{FORMAT_VERSION}; prepare the data again with this version"
+        )
+    if "encoding_version" not in manifest and manifest.get("tokenizer"):
+        logging.warning(
+            "%s was tokenized by an older encoder (BOS put first in every prompt, whatever the "
+            "tokenizer and chat template do); prepare it again for the current rules",
+            directory,
         )
     load = lambda name: np.load(os.path.join(directory, name), mmap_mode="r" if mmap else None)
     ids, metadata = [], []

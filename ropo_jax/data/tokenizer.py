@@ -11,6 +11,13 @@ so SentencePiece files go through ``sentencepiece`` itself.
 tokenizes text that directly follows other text, so a response is tokenized as it would be
 after the prompt but never merged with it: SentencePiece without its dummy-prefix space;
 ``tokenizer.json`` behind an anchor ("\\n") whose tokens are then removed.
+
+``add_bos`` says whether the tokenizer itself puts BOS before plain text: for ``tokenizer.json``,
+what ``encode(text, add_special_tokens=True)`` puts before the text (its post-processor; as with
+transformers' ``AutoTokenizer``, a bare ``add_bos_token`` in ``tokenizer_config.json`` does not
+change it); for SentencePiece, ``add_bos_token`` from ``tokenizer_config.json`` (default True, as
+for Llama-2). ``special_tokens`` are the strings ``encode`` turns into control tokens (BOS, EOS,
+PAD, UNK and the other special added tokens).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class Tokenizer:
     bos_token: str
     eos_token: str
     chat_template: str | None
+    add_bos: bool = False  # the tokenizer itself puts BOS before plain text
+    special_tokens: tuple[str, ...] = ()  # strings encode() turns into control tokens
 
     def encode(self, text: str, *, continuation: bool = False) -> list[int]:
         raise NotImplementedError
@@ -73,6 +82,11 @@ class HFTokenizer(Tokenizer):
             self.hf.bos_token or "",
             self.hf.eos_token,
             _chat_template(directory, config),
+        )
+        self.add_bos = _adds_bos(self.hf, bos_id, directory)
+        added = [t.content for t in self.hf.added_tokens_decoder.values() if t.special]
+        self.special_tokens = tuple(
+            t for t in dict.fromkeys([*self.hf.all_special_tokens, *added]) if t
         )
         self._anchors = {a: self.hf.encode(a, add_special_tokens=False) for a in _ANCHORS}
 
@@ -124,8 +138,11 @@ class SentencePieceTokenizer(Tokenizer):
             eos,
             _chat_template(os.path.dirname(model_file), config),
         )
+        # tokenizer_config.json's add_bos_token (Llama-2 and Mistral default: add it).
+        self.add_bos = self.bos_id is not None and config.get("add_bos_token", True) is not False
         # SentencePiece does not parse control symbols in text; split on them ourselves.
         self._specials = {p: i for p, i in ((bos, bos_id), (eos, eos_id)) if p}
+        self.special_tokens = tuple(self._specials)
         self._split = re.compile("(" + "|".join(map(re.escape, self._specials)) + ")")
 
     def encode(self, text: str, *, continuation: bool = False) -> list[int]:
@@ -145,6 +162,25 @@ class SentencePieceTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids])
+
+
+def _adds_bos(hf, bos_id: int | None, directory: str) -> bool:
+    """Whether ``hf.encode(text, add_special_tokens=True)`` puts BOS before the text; anything
+    else it puts there (not BOS) is refused, since prompts could not follow it."""
+    probe = "a"
+    plain = hf.encode(probe, add_special_tokens=False)
+    full = hf.encode(probe, add_special_tokens=True)
+    starts = [k for k in range(len(full) - len(plain) + 1) if full[k : k + len(plain)] == plain]
+    prefix = full[: starts[0]] if starts else full
+    if not prefix:
+        return False
+    if bos_id is not None and prefix == [bos_id]:
+        return True
+    raise DataError(
+        f"{directory}: the tokenizer puts {hf.convert_ids_to_tokens(prefix)} before plain text, "
+        f"not just its BOS token ({hf.bos_token!r}); set 'bos_token' in tokenizer_config.json to "
+        "the token its post-processor adds"
+    )
 
 
 def _read_config(directory: str) -> dict:

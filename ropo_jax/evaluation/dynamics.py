@@ -36,7 +36,7 @@ from ropo_jax.models import ModelConfig
 class GoldProbe:
     """Prompts to sample, and how to turn a sample into a gold reward (synthetic task)."""
 
-    prompt_ids: list[list[int]]  # [P] token ids, BOS included
+    prompt_ids: list[list[int]]  # [P] token ids, as in training (data.encode)
     reward: Callable[[int, list[int]], float]  # (prompt index, response ids) → gold reward
     sampling_config: sampling.SamplingConfig
 

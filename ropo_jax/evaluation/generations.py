@@ -13,9 +13,10 @@ Prompt sets (``read_prompts``):
 
 ``prompt_style`` says how a prompt reaches the model: ``chat`` renders the instruction as one
 user turn with the chat template (UltraFeedback, Alpaca); ``text`` gives the text itself (TL;DR).
-Prompts are tokenized as in training (``data.encode``: BOS, left truncation to the training
-``max_prompt_length``). ``num_prompts`` > 0 takes a fixed subset, the prompts with the smallest
-hashes of their text, in file order — the same subset for every run and file order.
+Prompts are tokenized as in training (``data.encode``: BOS and turn markers where the tokenizer
+and its chat template put them, left truncation to the training ``max_prompt_length``).
+``num_prompts`` > 0 takes a fixed subset, the prompts with the smallest hashes of their text, in
+file order — the same subset for every run and file order.
 
 Written files (``output_dir``): ``policy.json``, ``sft.json`` and, when the prompt set has
 reference responses, ``reference.json``; then e.g.

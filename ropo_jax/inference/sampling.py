@@ -113,7 +113,7 @@ def generate(
         return []
     empty = [i for i, p in enumerate(prompts) if not p]
     if empty:
-        raise ValueError(f"generate: prompts {empty[:5]} are empty (need at least a BOS token)")
+        raise ValueError(f"generate: prompts {empty[:5]} are empty (need at least one token)")
     outputs: list[list[int]] = []
     num_batches = -(-len(prompts) // batch_size)
     compiled_shapes = set()

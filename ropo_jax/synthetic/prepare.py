@@ -8,6 +8,7 @@ import json
 import os
 
 from ropo_jax.data.prepare import prepare
+from ropo_jax.data.tokenizer import load_tokenizer
 from ropo_jax.synthetic import dataset, task, tokenizer
 
 
@@ -24,6 +25,10 @@ def prepare_synthetic(
     paths["eval_prompts"] = os.path.join(paths["raw"], "eval_prompts.jsonl")
     done = os.path.join(directory, "prepared.json")
     if os.path.exists(done):
+        if not load_tokenizer(paths["tokenizer"]).add_bos:
+            # Saved before the tokenizer added BOS itself: the prepared ids (BOS first) are the
+            # same, but generation must now read the BOS from the tokenizer.
+            tokenizer.save_tokenizer(task_config, paths["tokenizer"])
         return paths
     dataset.write_dataset(paths["raw"], task_config, data_config, seed=seed)
     tokenizer.save_tokenizer(task_config, paths["tokenizer"])

@@ -2,7 +2,9 @@
 
 Word-level over the task's fixed vocabulary with whitespace pre-tokenisation, so prompt and
 response boundaries are exact; saved with ``save_pretrained`` so the data pipeline loads it like
-any model's tokenizer (``tokenizer.json`` + ``tokenizer_config.json``).
+any model's tokenizer (``tokenizer.json`` + ``tokenizer_config.json``). It puts ``<bos>`` before
+text itself (``add_bos_token``, its post-processor), as Llama-2's does: the data pipeline adds BOS
+to a text prompt only where the tokenizer does, and every synthetic prompt starts with it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def build_tokenizer(config: TaskConfig) -> PreTrainedTokenizerFast:
         eos_token="<eos>",
         pad_token="<pad>",
         unk_token="<unk>",
+        add_bos_token=True,
         clean_up_tokenization_spaces=False,
     )
 
