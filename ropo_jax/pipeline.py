@@ -32,6 +32,7 @@ from ropo_jax.evaluation import final as final_evaluation
 from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.evaluation.generations import GenerationEval
 from ropo_jax.inference import sampling, scoring
+from ropo_jax.instructions import dataset as instruction_dataset
 from ropo_jax.ropo import framework as ropo_lib
 from ropo_jax.ropo import pair_text
 from ropo_jax.ropo import rounds as rounds_lib
@@ -121,12 +122,23 @@ def make_task(config: ml_collections.ConfigDict) -> tasks.Task:
             ),
             samples_per_prompt=config.eval.samples_per_prompt,
         )
+    if config.task == "instructions":
+        return tasks.InstructionsTask(
+            data=configs.to_dataclass(
+                instruction_dataset.DataConfig, config.instructions, "instructions", optional=True
+            ),
+            model_path=config.model.hf_path,
+            tokenizer=config.data.tokenizer,
+            samples_per_prompt=config.eval.samples_per_prompt,
+        )
     if config.task == "prepared":
         return tasks.PreparedTask(
             files=configs.to_dataclass(tasks.DataFiles, config.data, "data"),
             raw=configs.to_dataclass(tasks.RawData, config.data.raw, "data.raw"),
         )
-    raise ConfigValueError(f"config.task={config.task!r}: use 'prepared' or 'synthetic'")
+    raise ConfigValueError(
+        f"config.task={config.task!r}: use 'prepared', 'synthetic' or 'instructions'"
+    )
 
 
 def init_model(ctx: RunContext, data: tasks.RunData):

@@ -5,6 +5,11 @@ picks one at the start and never asks which it has:
   into ``WORKDIR/data``; its word-level vocabulary sizes the model, and its gold reward labels
   the suspects and rejection-sampling records, drives the dynamics probe's gold curve and gives
   the final gold win rate;
+- ``InstructionsTask``: the verifiable-instructions benchmark on a real model (docs/method.md
+  §4.4): prompts with checkable constraints, candidates sampled from the starting model itself
+  and labelled by the gold reward, prepared with the model's tokenizer and chat template (into
+  ``WORKDIR/data`` or a cache shared by a sweep's runs); the gold reward drives everything the
+  synthetic task's does;
 - ``PreparedTask``: prepared data sets (``config.data.*``), or raw files prepared inside the run
   (``config.data.raw.*``); the data's manifest sizes the model, and the final evaluation writes
   the generations for an external judge, scored by a reward model when one is given.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +31,7 @@ from typing import Any
 from ropo_jax import processes
 from ropo_jax.data.encode import Encoder, Limits
 from ropo_jax.data.errors import DataError
+from ropo_jax.data.example import Message
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig, NoiseResult
 from ropo_jax.data.prepare import prepare_splits
@@ -33,7 +40,10 @@ from ropo_jax.data.tokenizer import load_tokenizer
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.evaluation import dynamics, generations
 from ropo_jax.evaluation import final as final_evaluation
-from ropo_jax.evaluation.generations import GenerationEval
+from ropo_jax.evaluation.generations import EvalPrompt, GenerationEval
+from ropo_jax.instructions import constraints as instruction_constraints
+from ropo_jax.instructions import dataset as instruction_dataset
+from ropo_jax.instructions import sampler as instruction_sampler
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
@@ -138,20 +148,8 @@ class SyntheticTask(Task):
         if not count or generation is None:
             return None
         texts = synthetic_prepare.read_eval_prompts(generation.prompts_path)[:count]
-        tokenizer = load_tokenizer(data.paths["tokenizer"])
-        encoder = Encoder(tokenizer, Limits(max_length=2**30, max_prompt_length=2**29))
-
-        def reward(i, response_ids):
-            text = tokenizer.decode([t for t in response_ids if t != tokenizer.eos_id])
-            return self.gold_reward(texts[i], text.strip())
-
-        return dynamics.GoldProbe(
-            prompt_ids=[encoder.prompt_ids(t) for t in texts],
-            reward=reward,
-            sampling_config=dataclasses.replace(
-                generation.sampling, pad_token_id=data.train.pad_id
-            ),
-        )
+        prompts = [(t, t) for t in texts]
+        return _gold_probe(data.paths["tokenizer"], prompts, self.gold_reward, generation, data)
 
     def final_evaluation(self, model_config, policy_params, sft_params, data, generation):
         """The gold win rate against the SFT model, and how many evaluation prompts also
@@ -166,6 +164,105 @@ class SyntheticTask(Task):
             generation=generation,
         )
         return {"eval": metrics, "prompts": synthetic_prepare.prompt_counts(data.paths)}
+
+
+def _gold_probe(tokenizer_dir, prompts, gold_reward, generation, data) -> dynamics.GoldProbe:
+    """The dynamics probe's gold reward of samples for ``prompts``: (what the model is given,
+    text or chat messages; the prompt's text the gold reward reads)."""
+    tokenizer = load_tokenizer(tokenizer_dir)
+    encoder = Encoder(tokenizer, Limits(max_length=2**30, max_prompt_length=2**29))
+
+    def reward(i, response_ids):
+        text = tokenizer.decode([t for t in response_ids if t != tokenizer.eos_id])
+        return gold_reward(prompts[i][1], text.strip())
+
+    return dynamics.GoldProbe(
+        prompt_ids=[encoder.prompt_ids(model_prompt) for model_prompt, _ in prompts],
+        reward=reward,
+        sampling_config=dataclasses.replace(generation.sampling, pad_token_id=data.train.pad_id),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class InstructionsTask(Task):
+    """The verifiable-instructions benchmark (``config.instructions.*``) on the checkpoint
+    ``model_path`` (``config.model.hf_path``), which samples the candidates; the data is
+    prepared with ``tokenizer`` (``config.data.tokenizer``, else the checkpoint's own)."""
+
+    data: instruction_dataset.DataConfig
+    model_path: str
+    tokenizer: str = ""
+    samples_per_prompt: int = 1
+
+    def _tokenizer(self) -> str:
+        return self.tokenizer or self.model_path
+
+    def prepare(self, workdir: str) -> dict[str, str]:
+        root = os.path.expanduser(self.data.cache_dir) or os.path.join(workdir, "data")
+        model = instruction_sampler.checkpoint_fingerprint(self.model_path, self._tokenizer())
+        directory = os.path.join(
+            root, f"instructions-{instruction_dataset.fingerprint(self.data, model)}"
+        )
+        paths = instruction_dataset.paths(directory)
+        if not os.path.isfile(paths["summary"]):
+            instruction_dataset.build(
+                directory,
+                self.data,
+                instruction_sampler.model_sampler(self.model_path, self._tokenizer(), self.data),
+                tokenizer=self._tokenizer(),
+                model=model,
+            )
+        return {**paths, "tokenizer": self._tokenizer()}
+
+    def vocab_size(self) -> None:
+        return None
+
+    def model_manifest(self, data: RunData) -> dict:
+        return data.train.manifest
+
+    def gold_reward(self, prompt: str, response: str) -> float:
+        return instruction_constraints.gold_reward(prompt, response)
+
+    def _prompts(self, path: str) -> list[tuple[tuple[Message, ...], str]]:
+        """(chat prompt, instruction text) of each evaluation prompt."""
+        texts = instruction_dataset.read_eval_prompts(path)
+        return [((Message("user", t),), t) for t in texts]
+
+    def gold_probe(self, data, generation, count):
+        if not count or generation is None:
+            return None
+        prompts = self._prompts(generation.prompts_path)[:count]
+        return _gold_probe(data.tokenizer_dir, prompts, self.gold_reward, generation, data)
+
+    def final_evaluation(self, model_config, policy_params, sft_params, data, generation):
+        """The gold win rate against the starting model on the evaluation prompts, and both
+        models' answers in AlpacaEval's format (``WORKDIR/eval``)."""
+        prompts = self._prompts(generation.prompts_path)
+        repeated = [p for p in prompts for _ in range(self.samples_per_prompt)]
+        responses = generations.generate_both(
+            model_config, policy_params, sft_params, [m for m, _ in repeated], generation
+        )
+        texts = [t for _, t in repeated]
+        metrics = final_evaluation.gold_metrics(
+            texts, responses, self.gold_reward, samples_per_prompt=self.samples_per_prompt
+        )
+        files = {}
+        if generation.write:
+            os.makedirs(generation.output_dir, exist_ok=True)
+            files = generations.write_generations(
+                generation.output_dir,
+                [EvalPrompt(t) for t in texts],
+                responses,
+                {"policy": generation.generator, "sft": "sft"},
+            )
+        with open(data.paths["summary"], encoding="utf-8") as f:
+            summary = json.load(f)
+        return {
+            "eval": metrics,
+            "generations": {"files": files},
+            "prompts": summary["prompts"],
+            "instructions_data": summary,
+        }
 
 
 @dataclasses.dataclass(frozen=True)

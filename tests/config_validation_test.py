@@ -98,11 +98,16 @@ def test_sft_config_asks_for_its_data():
 
 
 SWEEPS = sorted(glob.glob(os.path.join(ROOT, "experiments", "sweeps", "*.py")))
+# Each sweep's TEST_ARGS, else the synthetic benchmark's presets.
+SWEEP_ARGS = [
+    pytest.param(path, arg, id=f"{os.path.basename(path)}-{arg}")
+    for path in SWEEPS
+    for arg in getattr(_module(path), "TEST_ARGS", ("quick", "smoke"))
+]
 
 
 @pytest.mark.filterwarnings("ignore:ropo alpha=2.0")  # the ablation's deliberate alpha <= 2
-@pytest.mark.parametrize("arg", ["quick", "smoke"])
-@pytest.mark.parametrize("path", SWEEPS, ids=os.path.basename)
+@pytest.mark.parametrize(("path", "arg"), SWEEP_ARGS)
 def test_every_sweep_member_validates(path, arg):
     runs = _module(os.path.join(ROOT, "scripts", "run_sweep.py")).load_sweep(f"{path}:{arg}")
     assert runs

@@ -19,7 +19,15 @@ CONFIGS = sorted(
     if not os.path.basename(p).startswith("_") and "/sweeps/" not in p
 )
 # experiments/smoke.py is itself the smoke variant (and runs in tests/main_test.py).
-SMOKE_RUNS = [c for c in CONFIGS if c != os.path.join("experiments", "smoke.py")]
+# experiments/real_model.py's smoke variant runs the real 30-layer checkpoint (minutes of
+# compiling on 2 cores): slow; the default run keeps one real-model case, the checkpoint round
+# trip of tests/real_model_pipeline_test.py.
+REAL_MODEL = os.path.join("experiments", "real_model.py")
+SMOKE_RUNS = [
+    pytest.param(c, marks=pytest.mark.slow) if c == REAL_MODEL else c
+    for c in CONFIGS
+    if c != os.path.join("experiments", "smoke.py")
+]
 PAPER = [c for c in CONFIGS if c.startswith(os.path.join("experiments", "paper", ""))]
 
 
@@ -51,6 +59,11 @@ def test_config_builds(path):
     # differ in size, not in randomness.
     assert type(config.seed) is int and config.seed >= 0, config.seed
     assert smoke.seed == config.seed
+    if path == REAL_MODEL:
+        # The real-model benchmark samples from its checkpoint: the fetched SmolLM2 directory.
+        assert smoke.task == "instructions" and smoke.model.hf_path == smoke.data.tokenizer
+        assert smoke.model.hf_path.endswith("smollm2-135m-instruct")
+        return
     # Smoke variants run on CPU in seconds: the tiny preset with random weights, on the
     # generated synthetic task or on the small fixture files of the repository.
     assert smoke.model.preset == "tiny" and not smoke.model.hf_path
@@ -167,10 +180,13 @@ def test_smoke_variant_runs(path, tmp_path):
 SWEEPS = sorted(
     os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "experiments", "sweeps", "*.py"))
 )
+# The ARGs each sweep is checked with: its TEST_ARGS, else the synthetic benchmark's presets.
+SWEEP_ARGS = [
+    (path, arg) for path in SWEEPS for arg in getattr(_load(path), "TEST_ARGS", ("quick", "smoke"))
+]
 
 
-@pytest.mark.parametrize("path", SWEEPS)
-@pytest.mark.parametrize("arg", ["quick", "smoke"])
+@pytest.mark.parametrize(("path", "arg"), SWEEP_ARGS)
 def test_sweep_runs_build(path, arg):
     """Every run of every sweep names an existing config whose keys take its overrides, and the
     result passes the checks a run makes first (noise model, loss hyperparameters, ROPO options):

@@ -224,7 +224,7 @@ def _check_reward_model(config) -> None:
 def check_inputs(config: ml_collections.ConfigDict) -> None:
     """The files the run reads exist and agree (small JSON files only)."""
     _check_reward_model(config)
-    if config.task == "synthetic":
+    if config.task in ("synthetic", "instructions"):
         _check_hf_model(config, {})
         return
     _check_required_inputs(config)

@@ -31,7 +31,7 @@ from ropo_jax.training.optim import SCHEDULES
 from ropo_jax.training.step import NAN_POLICIES
 
 METHODS = (*registry.LOSSES, "ropo_full", "sft")
-TASKS = ("prepared", "synthetic")
+TASKS = ("prepared", "synthetic", "instructions")
 DTYPES = ("float32", "bfloat16", "float16")
 REWARD_DEVICES = ("auto", "cpu", "cuda")  # reward_model.RewardModel(device=...)
 # Noise kinds whose rate is the flip probability of every pair: at 0.5 the labels carry no

@@ -26,6 +26,7 @@ from ropo_jax.config_validation.rules import (
     suggest,
     value_of,
 )
+from ropo_jax.instructions.dataset import DataConfig as InstructionsConfig
 from ropo_jax.losses import registry
 from ropo_jax.losses.pairwise import HYPERPARAM_RULES, LCPO_BASES
 from ropo_jax.models.config import PRESETS
@@ -139,6 +140,29 @@ def _check_synthetic(config) -> None:
         )
 
 
+def _check_instructions(config) -> None:
+    if config.task != "instructions":
+        return
+    if "instructions" not in config:
+        fail(
+            "config.instructions is missing: task='instructions' needs the block of "
+            "experiments/real_model.py"
+        )
+    known = [f.name for f in dataclasses.fields(InstructionsConfig)]
+    for key in config.instructions:
+        if key not in known:
+            fail(f"config.instructions.{key}: no such key{suggest(key, known)}")
+    try:
+        InstructionsConfig(**dict(config.instructions))
+    except (TypeError, ValueError) as error:  # the block's own consistency checks
+        fail(f"config.instructions: {error}")
+    if not config.model.hf_path:
+        fail(
+            "config.model.hf_path is empty: task='instructions' samples its candidates from "
+            "a checkpoint; set it to a Hugging Face model directory"
+        )
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
     """Types and ranges of every key, and the rules between keys; reads nothing."""
     for block, rules in BLOCK_RULES.items():
@@ -149,6 +173,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     _check_ropo(config)
     _check_model_values(config)
     _check_synthetic(config)
+    _check_instructions(config)
 
 
 # --- 2. layout --------------------------------------------------------------------------------

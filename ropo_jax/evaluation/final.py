@@ -144,8 +144,20 @@ def gold_evaluation(
     with ``generation``'s sampling settings and seed."""
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     responses = generate_both(model_config, policy_params, sft_params, repeated, generation)
+    return gold_metrics(repeated, responses, gold_reward, samples_per_prompt=samples_per_prompt)
+
+
+def gold_metrics(
+    prompts: list[str],
+    responses: dict[str, list[str]],
+    gold_reward: Callable[[str, str], float],
+    *,
+    samples_per_prompt: int,
+) -> dict[str, Any]:
+    """``gold_evaluation``'s metrics of responses already generated: ``prompts`` (each repeated
+    ``samples_per_prompt`` times) and ``responses`` {"policy": [...], "sft": [...]}."""
     policy, sft = responses["policy"], responses["sft"]
-    logging.info("sample generation: %r → %r (SFT: %r)", repeated[0], policy[0], sft[0])
+    logging.info("sample generation: %r → %r (SFT: %r)", prompts[0], policy[0], sft[0])
     return eval_lib.gold_win_rate(
-        repeated, policy, sft, gold_reward, samples_per_prompt=samples_per_prompt
+        prompts, policy, sft, gold_reward, samples_per_prompt=samples_per_prompt
     )
