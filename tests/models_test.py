@@ -277,6 +277,31 @@ def test_config_json_4x_and_5x_spellings_agree():
     assert models.ModelConfig.preset("mistral_7b").sliding_window == 4096
 
 
+# The real checkpoint (scripts/fetch_smollm2.py), where experiments/real_model.py finds it.
+SMOLLM2_DIR = os.environ.get(
+    "ROPO_JAX_SMOLLM2",
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ".venv",
+        "share",
+        "ropo_jax",
+        "smollm2-135m-instruct",
+    ),
+)
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(SMOLLM2_DIR, "config.json")),
+    reason="SmolLM2 checkpoint not fetched (scripts/fetch_smollm2.py)",
+)
+def test_smollm2_preset_is_the_real_checkpoints_architecture():
+    preset = models.ModelConfig.preset("smollm2_135m")
+    assert preset == models.from_hf_config(SMOLLM2_DIR)
+    assert preset.num_params() == 134_515_008 and preset.head_dim == 64
+    # What the benchmarks' TRL side builds from the preset is the same architecture again.
+    assert models.from_hf_config(models.to_hf_config(preset)) == preset
+
+
 # --------------------------------------------------------------------------- errors.
 
 

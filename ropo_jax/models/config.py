@@ -162,6 +162,26 @@ PRESETS: dict[str, ModelConfig] = {
         max_position_embeddings=1024,
         scan_layers=False,
     ),
+    # SmolLM2-135M(-Instruct), the project's real checkpoint (scripts/fetch_smollm2.py): exactly
+    # from_hf_config of its config.json (tests/models_test.py checks it when the checkpoint is
+    # there), so the benchmarks' random-weight runs have the real model's shapes. 134.5M
+    # parameters: remat "auto" resolves to qkv_attention. rms_norm_eps is 1e-5 as the
+    # checkpoint's config.json spells it (the float32 nearest 1e-5, from the GGUF).
+    "smollm2_135m": ModelConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_layers=30,
+        num_heads=9,
+        num_kv_heads=3,
+        rope_theta=100000.0,
+        rms_norm_eps=9.999999747378752e-06,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    ),
     "tinyllama_1b": ModelConfig(
         vocab_size=32000,
         hidden_size=2048,

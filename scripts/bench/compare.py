@@ -1,7 +1,8 @@
 """ropo_jax's train step vs TRL's DPOTrainer, side by side in one invocation.
 
     python scripts/bench/compare.py --configs=tiny:8:32:32,tiny:16:64:64 --steps=10 \\
-        [--rounds=2] [--online_ref] [--loss=dpo] [--dtype=float32] [--trl_omp_wait_policy=PASSIVE]
+        [--rounds=2] [--online_ref] [--loss=dpo] [--dtype=float32] \\
+        [--trl_omp_wait_policy=PASSIVE] [--remat=none] [--trl_gradient_checkpointing=true]
 
 Each configuration ``preset:pairs:prompt_len:response_len`` runs scripts/bench/train_step.py
 and scripts/bench/trl_dpo.py as subprocesses, one after the other (never concurrently: they
@@ -45,6 +46,12 @@ _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-b
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights and tokens.")
 _ATTENTION = flags.DEFINE_enum(
     "ropo_attention_impl", "auto", list(ATTENTION_IMPLS), "train_step.py --attention_impl."
+)
+_TRL_CHECKPOINTING = flags.DEFINE_enum(
+    "trl_gradient_checkpointing",
+    "auto",
+    ["auto", "true", "false"],
+    "trl_dpo.py --gradient_checkpointing (auto: on unless --remat resolves to none).",
 )
 _TORCH_THREADS = flags.DEFINE_integer("trl_torch_threads", 0, "trl_dpo.py --torch_threads.")
 _OMP_WAIT = flags.DEFINE_enum(
@@ -90,6 +97,7 @@ def run_one(impl: str, config: dict) -> dict:
         args.append(f"--attention_impl={_ATTENTION.value}")
     if impl == "trl":
         args.append(f"--torch_threads={_TORCH_THREADS.value}")
+        args.append(f"--gradient_checkpointing={_TRL_CHECKPOINTING.value}")
         if _OMP_WAIT.value:
             args.append(f"--omp_wait_policy={_OMP_WAIT.value}")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=_TIMEOUT.value)
@@ -147,7 +155,8 @@ def main(argv):
     device = first["ropo_jax"]["runs"][0]["device"]
     print(
         f"\n{device}; loss={_LOSS.value} dtype={_DTYPE.value} remat={_REMAT.value} "
-        f"online_ref={_ONLINE.value} micro_batches={_MICRO.value}; medians over "
+        f"online_ref={_ONLINE.value} micro_batches={_MICRO.value} TRL gradient_checkpointing="
+        f"{first['trl']['runs'][0]['gradient_checkpointing']}; medians over "
         f"{_ROUNDS.value}×{_STEPS.value} steps\n"
     )
     print(
@@ -175,6 +184,7 @@ def main(argv):
         "warmup": _WARMUP.value,
         "rounds": _ROUNDS.value,
         "ropo_attention_impl": _ATTENTION.value,
+        "trl_gradient_checkpointing": _TRL_CHECKPOINTING.value,
         "trl_torch_threads": _TORCH_THREADS.value,
         "trl_omp_wait_policy": _OMP_WAIT.value,
         "configs": results,

@@ -17,7 +17,8 @@ and both process 2·pairs·(prompt_len + response_len) tokens per optimizer step
 
 Same settings as the ropo_jax step: AdamW (TRL's default ``optim``), constant learning rate,
 no weight decay, clipping at norm 1, β = 0.1, gradient checkpointing only when ``--remat`` is
-not ``none`` (TRL enables it by default; the per-layer torch checkpoint is closest to ``full``).
+not ``none`` (TRL enables it by default; the per-layer torch checkpoint is closest to ``full``)
+unless ``--gradient_checkpointing=true|false`` sets it independently.
 Reference: precomputed log-probs (``precompute_ref_log_probs=True``, computed by TRL in the
 trainer's constructor, untimed — as ropo_jax's cache is filled before training) unless
 ``--online_ref``, where a second frozen copy of the model runs inside every step. Losses TRL
@@ -56,6 +57,14 @@ _THREADS = flags.DEFINE_integer(
     0,
     "torch.set_num_threads (0: PyTorch's default, one per core). On a CPU shared with other "
     "jobs, OpenMP's spinning workers can make small ops far slower with 2 threads than with 1.",
+)
+_CHECKPOINTING = flags.DEFINE_enum(
+    "gradient_checkpointing",
+    "auto",
+    ["auto", "true", "false"],
+    "TRL's gradient_checkpointing (transformers' per-layer torch checkpoint). auto: on unless "
+    "--remat resolves to none for the preset (what ropo_jax's side recomputes); true/false "
+    "set it independently of --remat.",
 )
 _OMP_WAIT = flags.DEFINE_enum(
     "omp_wait_policy",
@@ -99,6 +108,13 @@ def text_dataset(config, num_pairs: int):
         "rejected": [" " + words(r) for r in rejected],
     }
     return datasets.Dataset.from_dict(rows), tokenizer
+
+
+def gradient_checkpointing() -> bool:
+    if _CHECKPOINTING.value != "auto":
+        return _CHECKPOINTING.value == "true"
+    preset = models.ModelConfig.preset(_STEP.preset.value, remat_policy=_STEP.remat.value)
+    return preset.remat_policy != "none"
 
 
 def main(argv):
@@ -145,10 +161,7 @@ def main(argv):
         label_smoothing=hyperparams.get("flip_rate", 0.0) if trl_loss == "robust" else 0.0,
         bf16=_STEP.dtype.value == "bfloat16",
         fp16=False,
-        gradient_checkpointing=models.ModelConfig.preset(
-            _STEP.preset.value, remat_policy=_STEP.remat.value
-        ).remat_policy
-        != "none",
+        gradient_checkpointing=gradient_checkpointing(),
         precompute_ref_log_probs=not _STEP.online_ref.value,
         precompute_ref_batch_size=pairs // micro_batches,
         max_length=None,
