@@ -27,7 +27,7 @@ import os
 
 import ml_collections
 
-from ropo_jax.configs import base_config
+from ropo_jax.config.defaults import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOLLM2 = os.environ.get(

@@ -15,7 +15,7 @@ import os
 
 import ml_collections
 
-from ropo_jax.configs import base_config
+from ropo_jax.config.defaults import base_config
 
 
 def _synthetic_smoke() -> ml_collections.ConfigDict:

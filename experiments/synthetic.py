@@ -24,7 +24,7 @@ Presets (the ``:ARG``):
 
 import ml_collections
 
-from ropo_jax.configs import base_config
+from ropo_jax.config.defaults import base_config
 
 # The benchmark of the memorisation regime (see docs/RESULTS.md): hundreds of distinct prompts
 # (8 topics × 6 lengths × 8 keywords = 384; a quarter held out for evaluation only), about three

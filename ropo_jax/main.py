@@ -2,7 +2,7 @@
 
 Parses the config, checks it (``config_validation.validate``), writes ``config.json`` to the
 workdir and runs the experiment (``pipeline.run``, the only module below this one that reads the
-ConfigDict; see ``ropo_jax.configs``); re-running the same command resumes where it stopped.
+ConfigDict; see ``ropo_jax.config.defaults``); re-running the same command resumes where it stopped.
 Multi-host: pass ``--coordinator_address``, ``--num_processes`` and ``--process_id`` (or set
 them through the environment JAX reads on TPU pods / SLURM and pass ``--distributed``); only
 process 0 logs and writes run files.
@@ -24,8 +24,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ropo_jax.config.flags import TRACEBACK_ENV, exit_with, parse_flags
 from ropo_jax.errors import UserError
-from ropo_jax.flag_errors import TRACEBACK_ENV, exit_with, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/NAME.py[:ARG]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
@@ -70,12 +70,12 @@ def main(argv):
     # After distributed init (the checks count devices and processes) and before the workdir is
     # touched: a refused command creates nothing and leaves a resumable run's config.json as it
     # was. Imported here, as pipeline is: no JAX work before distributed init.
-    from ropo_jax import config_validation
+    from ropo_jax.config import validation as config_validation
 
     try:
         config_validation.validate(config)
         _enable_compilation_cache(config.get("compilation_cache_dir", ""))
-        from ropo_jax import pipeline
+        from ropo_jax.run import pipeline
 
         os.makedirs(workdir, exist_ok=True)
         if jax.process_index() == 0:

@@ -36,9 +36,10 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from ropo_jax import models, sharding
+from ropo_jax import models
 from ropo_jax.data import batching
 from ropo_jax.models.config import REMAT_POLICIES
+from ropo_jax.parallel import sharding
 from ropo_jax.training import optim
 from ropo_jax.training import step as train
 
@@ -137,7 +138,7 @@ def plan(config, mesh_shape, pairs: int, seq_len: int, response_len: int) -> dic
 
 def experiment_settings(spec: str) -> dict:
     """What a run of this config would train: its model, mesh and micro-batch, as
-    ``ropo_jax.pipeline`` reads them."""
+    ``ropo_jax.run.pipeline`` reads them."""
     path, _, arg = spec.partition(":")
     module_spec = importlib.util.spec_from_file_location("experiment_config", path)
     module = importlib.util.module_from_spec(module_spec)

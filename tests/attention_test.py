@@ -15,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropo_jax import config_validation, configs, sharding
 from ropo_jax import models as models_lib
+from ropo_jax.config import defaults as configs
+from ropo_jax.config import validation as config_validation
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.models import ConfigError, ModelConfig, attention
+from ropo_jax.parallel import sharding
 
 B, T, N, K, H = 3, 128, 4, 2, 16
 WINDOW = 48

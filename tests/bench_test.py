@@ -59,7 +59,15 @@ RUNS = {
         "--new_tokens=4",
         "--repeats=1",
     ],
-    "breakdown": ["breakdown.py", "--preset=tiny", "--rows=2", f"--seq_len={SEQ}", "--repeats=2"],
+    "breakdown": [
+        "breakdown.py",
+        "--preset=tiny",
+        "--rows=2",
+        f"--seq_len={SEQ}",
+        f"--completion_len={RESPONSE}",
+        "--repeats=2",
+        "--torch_model",
+    ],
 }
 
 
@@ -136,6 +144,9 @@ def test_compare_runs_both_and_reports_the_ratio(outputs):
     assert theirs["runs"][0]["compile_time_s"] is None
     assert not ours["runs"][0]["online_ref"] and not theirs["runs"][0]["online_ref"]
     assert theirs["runs"][0]["trl_loss_type"] == "sigmoid"
+    # remat auto resolves to none for tiny, so TRL's checkpointing is off too.
+    assert summary["trl_gradient_checkpointing"] == "auto"
+    assert theirs["runs"][0]["gradient_checkpointing"] is False
     assert math.isfinite(theirs["runs"][0]["train_loss"])
     assert config["speedup"] == pytest.approx(
         theirs["step_time_s_median"] / ours["step_time_s_median"]
@@ -178,13 +189,23 @@ def test_sampling_decodes_the_same_tokens_as_generate(outputs):
 
 def test_breakdown_times_every_part(outputs):
     (row,) = _json_lines(outputs, "breakdown")
-    assert (row["rows"], row["seq_len"]) == (2, SEQ)
+    assert (row["rows"], row["seq_len"], row["completion_len"]) == (2, SEQ, RESPONSE)
     for key in (
+        "body_fwd_ms",
         "body_fwd_bwd_ms",
         "body_and_logps_fwd_bwd_ms",
+        "lm_head_logps_fwd_ms",
+        "lm_head_logps_fwd_bwd_ms",
+        "optimizer_ms",
         "jax_attention_mask_fwd_bwd_ms",
         "jax_attention_causal_fwd_bwd_ms",
         "torch_sdpa_causal_fwd_bwd_ms",
+        # --torch_model: the transformers model TRL trains, piece by piece
+        "torch_body_fwd_ms",
+        "torch_body_fwd_bwd_ms",
+        "torch_lm_head_logps_fwd_bwd_ms",
+        "torch_lm_head_logps_all_positions_fwd_bwd_ms",
+        "torch_optimizer_ms",
     ):
         assert row[key] > 0
 
@@ -222,3 +243,41 @@ def test_accelerator_suite_names_real_scripts_and_flags_within_its_budget():
         fallback = int(re.search(r"run train_step_cudnn (\d+)", f.read()).group(1))
     assert sum(limits.values()) <= 480
     assert sum(limits.values()) - limits["vs_trl"] + fallback <= 480
+
+
+def test_real_model_gpu_sweep_runs_the_whole_sweep_within_its_budget(tmp_path):
+    """scripts/bench/real_model_gpu.sh, printed with DRY_RUN=1: the first run is the sweep's
+    own first command, the sweep is the real-model sweep at the gpu preset (18 runs: 3 methods
+    × 2 rates × 3 seeds), and the parts' limits add up to ≤ 8 minutes."""
+    import re
+
+    out = subprocess.run(
+        ["bash", os.path.join(BENCH, "real_model_gpu.sh"), str(tmp_path / "root")],
+        env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    limits = {name: int(s) for name, s in re.findall(r"^== (\w+) \(≤ (\d+) s\):", out, re.M)}
+    assert set(limits) == {"first_run", "sweep", "tables"}, out
+    assert sum(limits.values()) <= 480
+    printed = re.search(r"^== sweep \(≤ \d+ s\): (.*)$", out, re.M).group(1)
+    assert "--sweep=experiments/sweeps/real_model.py:gpu" in printed
+    listed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "run_sweep.py"),
+            "--sweep=experiments/sweeps/real_model.py:gpu",
+            f"--root={tmp_path / 'root'}",
+            "--print_only",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout.splitlines()
+    assert len(listed) == 18
+    assert all("--config=experiments/real_model.py:gpu" in line for line in listed)
+    first = re.search(r"^== first_run \(≤ \d+ s\): bash -c (.*)$", out, re.M).group(1)
+    assert first.split()[1:] == listed[0].split()[1:]  # the same run, whichever python

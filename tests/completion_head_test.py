@@ -12,12 +12,14 @@ import numpy as np
 import optax
 import pytest
 
-from ropo_jax import configs, losses, models, pipeline
+from ropo_jax import losses, models
+from ropo_jax.config import defaults as configs
 from ropo_jax.data import batching
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.models import attention
+from ropo_jax.run import pipeline
 from ropo_jax.training import step as train
 
 CONFIG = models.ModelConfig(

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ropo_jax import config_validation
+from ropo_jax.config import validation as config_validation
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.models.config import PRESETS, to_hf_config
 
@@ -357,7 +357,7 @@ def test_batches_split_over_processes():
 def _prepared(directory, *, kind="preference", tokenizer=TOKENIZER, vocab_size=300, n=16):
     os.makedirs(directory, exist_ok=True)
     manifest = dict(
-        format_version=1, kind=kind, tokenizer=tokenizer, vocab_size=vocab_size, num_examples=n
+        format_version=2, kind=kind, tokenizer=tokenizer, vocab_size=vocab_size, num_examples=n
     )
     with open(os.path.join(directory, "manifest.json"), "w") as f:
         json.dump(manifest, f)

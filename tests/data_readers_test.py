@@ -498,9 +498,9 @@ def test_prepare_splits_reuses_and_refuses(tmp_path, word_tokenizer):
     assert paths == {split: str(tmp_path / split) for split in inputs}
     assert load_prepared(paths["train"]).manifest["source_format"] == "ultrafeedback"
     assert load_prepared(paths["sft"]).manifest["kind"] == "sft"
-    stamp = os.path.getmtime(tmp_path / "train" / "tokens.npy")
+    stamp = os.path.getmtime(tmp_path / "train" / "manifest.json")
     assert prepare_splits(str(tmp_path), inputs, **options) == paths  # a re-run reuses them
-    assert os.path.getmtime(tmp_path / "train" / "tokens.npy") == stamp
+    assert os.path.getmtime(tmp_path / "train" / "manifest.json") == stamp
     other = {"train": ("tldr", fixture("tldr.jsonl"))}
     with pytest.raises(DataError, match="use a new run directory"):
         prepare_splits(str(tmp_path), other, **options)

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from ropo_jax import pipeline
 from ropo_jax.evaluation import dynamics
 from ropo_jax.inference import scoring
+from ropo_jax.run import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -50,7 +50,7 @@ def _data_inputs(config):
 def test_config_builds(path):
     module = _load(path)
     config = module.get_config(None)
-    from ropo_jax.config_validation.rules import METHODS
+    from ropo_jax.config.validation.rules import METHODS
 
     assert config.method in METHODS, config.method
     smoke = module.get_config("smoke")
@@ -80,7 +80,8 @@ def test_config_builds(path):
 def test_paper_config_settings(path):
     """The settings docs/experiments.md documents for the full-scale runs
     (docs/method.md §3.7, §6)."""
-    from ropo_jax import losses, pipeline
+    from ropo_jax import losses
+    from ropo_jax.run import pipeline
 
     module = _load(path)
     for model in ("mistral_7b", "llama2_7b"):
@@ -191,7 +192,7 @@ def test_sweep_runs_build(path, arg):
     """Every run of every sweep names an existing config whose keys take its overrides, and the
     result passes the checks a run makes first (noise model, loss hyperparameters, ROPO options):
     a typo in a sweep fails here, not hours into it."""
-    from ropo_jax import pipeline
+    from ropo_jax.run import pipeline
 
     sweep_module = _load(os.path.join("scripts", "run_sweep.py"))
     runs = sweep_module.load_sweep(f"{os.path.join(ROOT, path)}:{arg}")

@@ -22,9 +22,10 @@ from safetensors import safe_open
 from script_runner import run_module
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from ropo_jax import export, models, sharding
+from ropo_jax import export, models
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.export import __main__ as export_command
+from ropo_jax.parallel import sharding
 from ropo_jax.synthetic import dataset, prepare, task
 from ropo_jax.training import loop as trainer
 from ropo_jax.training import metrics
@@ -302,7 +303,8 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(
     coordinator_address="localhost:" + sys.argv[2], num_processes=2, process_id=int(sys.argv[1])
 )
-from ropo_jax import export, models, sharding
+from ropo_jax import export, models
+from ropo_jax.parallel import sharding
 config = models.ModelConfig.preset("tiny", vocab_size=int(sys.argv[4]))
 params = models.init_params(config, jax.random.key(0))
 mesh = sharding.make_mesh((1, -1, 1))

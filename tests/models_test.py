@@ -15,8 +15,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from ropo_jax import models, sharding
+from ropo_jax import models
 from ropo_jax.models import parity_cases
+from ropo_jax.parallel import sharding
 
 # float32 on both sides; differences come from summation order only (measured ≤ 5e-7 on
 # logits of magnitude ~1, docs/models.md). 1e-4 is the bound the project promises users.

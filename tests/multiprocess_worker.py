@@ -13,8 +13,9 @@ def main(process_id: int, num_processes: int, port: str, data_dir: str, workdir:
             num_processes=num_processes,
             process_id=process_id,
         )
-    from ropo_jax import models, sharding
+    from ropo_jax import models
     from ropo_jax.data.loader import load_preference_data
+    from ropo_jax.parallel import sharding
     from ropo_jax.training import loop as trainer
     from ropo_jax.training import metrics
     from ropo_jax.training import step as train

@@ -14,11 +14,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ropo_jax import config_validation, configs, pipeline
+from ropo_jax.config import defaults as configs
+from ropo_jax.config import validation as config_validation
 from ropo_jax.data.noise import DEFAULT_SOURCE_STRENGTHS
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.evaluation import final
 from ropo_jax.losses import registry
+from ropo_jax.run import pipeline
 from ropo_jax.synthetic import task as synthetic_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ from ropo_jax import models
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.inference import scoring
 from ropo_jax.ropo import rejection_sampling as rs
-from ropo_jax.ropo.framework import RopoConfig
+from ropo_jax.ropo.options import RopoConfig
 
 PAD, BOS, EOS, VOCAB = 0, 1, 2, 32
 MANIFEST = {"pad_id": PAD, "bos_id": BOS, "eos_id": EOS, "vocab_size": VOCAB, "max_length": 24}

@@ -12,6 +12,7 @@ from script_runner import main_command, run_script
 
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.ropo import framework as ropo
+from ropo_jax.ropo.options import RopoConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -121,13 +122,13 @@ def test_concat_keeps_every_example_and_flip():
 
 def test_w_step_modes():
     scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 0.5, 0.7, 0.9, 1.1])
-    config = ropo.RopoConfig(filter_ratio=0.2)
+    config = RopoConfig(filter_ratio=0.2)
     first = ropo.w_step(scores, ropo=config)
     assert first.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
     recompute = ropo.w_step(-scores, ropo=config, previous_keep_N=first > 0)
     assert recompute[0] == 1  # recompute re-admits
     cumulative = ropo.w_step(
-        -scores, ropo=ropo.RopoConfig(filter_mode="cumulative"), previous_keep_N=first > 0
+        -scores, ropo=RopoConfig(filter_mode="cumulative"), previous_keep_N=first > 0
     )
     assert cumulative[0] == 0 and cumulative.sum() == 7  # never re-admitted; ⌊0.2·8⌋ more dropped
 
@@ -155,9 +156,7 @@ def test_rejection_sampled_pairs_are_stored_chosen_over_rejected(tmp_path):
     config = models.ModelConfig.preset("tiny", vocab_size=int(data.manifest["vocab_size"]))
     policy = models.init_params(config, jax.random.key(1))
     reference = models.init_params(config, jax.random.key(2))  # r̂ differs between candidates
-    options = ropo.RopoConfig(
-        num_rounds=2, rs_enabled=True, rs_num_candidates=4, rs_max_new_tokens=6
-    )
+    options = RopoConfig(num_rounds=2, rs_enabled=True, rs_num_candidates=4, rs_max_new_tokens=6)
     new, records = ropo.rejection_sample(
         config,
         policy,
@@ -197,7 +196,7 @@ def test_rejection_sampled_pairs_are_stored_chosen_over_rejected(tmp_path):
 )
 def test_invalid_options_fail_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        ropo.RopoConfig(**kwargs)
+        RopoConfig(**kwargs)
 
 
 @pytest.mark.e2e

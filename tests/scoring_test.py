@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropo_jax import models, sharding
+from ropo_jax import models
 from ropo_jax.data.loader import load_preference_data, make_loader
 from ropo_jax.data.noise import NoiseConfig
 from ropo_jax.inference import scoring
+from ropo_jax.parallel import sharding
 from ropo_jax.synthetic import dataset, prepare, task
 from ropo_jax.training import step as train
 

@@ -63,7 +63,7 @@ import runpy, sys
 import jax.numpy as jnp
 from ropo_jax.models import transformer
 from ropo_jax.models.layers import ACTIVATION_BTD
-from ropo_jax.sharding import constrain
+from ropo_jax.parallel.sharding import constrain
 
 def unpinned_embed(config, params, tokens_BT):
     x_BTD = jnp.take(params["embed"]["embedding"], tokens_BT, axis=0).astype(config.dtype)

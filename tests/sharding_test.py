@@ -5,7 +5,7 @@ import jax
 import pytest
 from jax.sharding import AxisType
 
-from ropo_jax import sharding
+from ropo_jax.parallel import sharding
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
-"""The task objects (``ropo_jax.tasks``) that ``pipeline.make_task`` builds from ``config.task``:
-what each loads and returns on the tiny synthetic task and on the prepared fixtures, with the
-model's generations replaced by fixed responses (no model runs here)."""
+"""The task objects (``ropo_jax.run.tasks``) that ``pipeline.make_task`` builds from
+``config.task``: what each loads and returns on the tiny synthetic task and on the prepared
+fixtures, with the model's generations replaced by fixed responses (no model runs here)."""
 
 import dataclasses
 import importlib.util
@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 
-from ropo_jax import pipeline, tasks
 from ropo_jax.data.tokenizer import load_tokenizer
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.evaluation import final, generations
+from ropo_jax.run import pipeline, tasks
 from ropo_jax.synthetic import task as synthetic_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

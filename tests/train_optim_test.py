@@ -10,6 +10,7 @@ import pytest
 
 from ropo_jax import models
 from ropo_jax.data import batching
+from ropo_jax.ropo.options import RopoConfig
 from ropo_jax.training import optim
 from ropo_jax.training import step as train
 
@@ -171,9 +172,9 @@ def test_one_schedule_spans_every_round():
     from ropo_jax.training import loop as trainer
 
     stage = trainer.StageConfig(name="round", batch_size=8, micro_batches=2, epochs=1.0)
-    base = ropo.RopoConfig(num_rounds=3, filter_ratio=0.2)
+    base = RopoConfig(num_rounds=3, filter_ratio=0.2)
     # 100 pairs, micro-batches of 4: 25 micro-batches = 12 steps a round.
     assert ropo.schedule_steps(stage, 100, base) == 36
     # With rejection sampling a later round can hold up to 20 more pairs: 30 micro → 15 steps.
-    with_rs = ropo.RopoConfig(num_rounds=3, filter_ratio=0.2, rs_enabled=True)
+    with_rs = RopoConfig(num_rounds=3, filter_ratio=0.2, rs_enabled=True)
     assert ropo.schedule_steps(stage, 100, with_rs) == 12 + 2 * 15

@@ -10,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from ropo_jax import models, sharding
+from ropo_jax import models
 from ropo_jax.data import batching
+from ropo_jax.parallel import sharding
 from ropo_jax.training import step as train
 
 CONFIG = models.ModelConfig(

@@ -9,10 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from ropo_jax import models, sharding
+from ropo_jax import models
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.errors import ConfigValueError
+from ropo_jax.parallel import sharding
 from ropo_jax.training import checkpoint as checkpoint_lib
 from ropo_jax.training import loop
 from ropo_jax.training import metrics as metrics_lib

@@ -28,7 +28,7 @@ import os
 
 import ml_collections
 
-from ropo_jax.configs import base_config
+from ropo_jax.config.defaults import base_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 from ropo_jax.errors import UserError
 
@@ -72,7 +71,12 @@ class ProblemLog:
 
     def write(self, path: str) -> None:
         """One JSON object per skipped row: ``{"path", "line", "reason"}``."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            for p in self.problems:
-                f.write(json.dumps(dataclasses.asdict(p), ensure_ascii=False) + "\n")
+        from etils import epath  # any epath location, as the prepared set beside it
+
+        target = epath.Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(
+            "".join(
+                json.dumps(dataclasses.asdict(p), ensure_ascii=False) + "\n" for p in self.problems
+            )
+        )

@@ -210,10 +210,11 @@ class BatchPlan:
             needed = max(self._rows_needed(s) for s in shards)
             m = self.pack_row_multiple
             num_rows = min(self.max_rows, -(-needed // m) * m)
+        mine = shards[self.shard_index]
+        mine = mine[mine >= 0]  # this process's pairs: the only records it reads
         pairs = [
-            (int(i), *self.data.pair(int(i)), bool(self.data.is_flipped[i]))
-            for i in shards[self.shard_index]
-            if i >= 0
+            (int(i), *parts, bool(self.data.is_flipped[i]))
+            for i, parts in zip(mine, self.data.pairs(mine), strict=True)
         ]
         local = batching.collate(
             pairs,

@@ -24,25 +24,29 @@ import collections
 import dataclasses
 import json
 import os
+import re
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 
-from ropo_jax import processes
 from ropo_jax.data import formats
 from ropo_jax.data.encode import ENCODING_VERSION, Encoder, Limits
 from ropo_jax.data.errors import DataError, ProblemLog, format_problems
 from ropo_jax.data.example import PreferenceExample, to_jsonable
 from ropo_jax.data.formats.alpaca_comparison import PAIRINGS
-from ropo_jax.data.prepared import PreferenceData
+from ropo_jax.data.prepared import FORMAT_VERSION, PreferenceData
 from ropo_jax.data.tokenizer import load_tokenizer
+from ropo_jax.parallel import processes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", None, list(formats.FORMATS), "Input format (docs/data.md).")
 flags.DEFINE_string("input", None, "File, directory, glob or comma-separated list of them.")
 flags.DEFINE_string("tokenizer", None, "Model directory, tokenizer.json or SentencePiece .model.")
-flags.DEFINE_string("output_dir", None, "Where the prepared data set is written.")
+flags.DEFINE_string(
+    "output_dir", None, "Where the prepared data set is written (any etils.epath path: gs://...)."
+)
+flags.DEFINE_string("split", "train", "The TFDS split name the directory holds.")
 flags.DEFINE_integer("max_length", 1024, "Longest prompt+response sequence, in tokens.")
 flags.DEFINE_integer("max_prompt_length", 512, "Longest prompt, in tokens (cut from the left).")
 flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Stop on bad rows, or skip and list them.")
@@ -67,6 +71,7 @@ def prepare(
     include_cnndm: bool = False,
     chat_template: str | None = None,
     dedupe: bool = False,
+    split: str = "train",
     progress: bool = True,
 ) -> dict:
     """The command as a function: returns the summary counts, raises DataError on bad input.
@@ -76,7 +81,10 @@ def prepare(
     report (``_write_prepared``).
     """
     # Flags like --input=~/x reach us unexpanded (the shell expands ~ only at a word's start).
-    input, tokenizer, output_dir = (os.path.expanduser(p) for p in (input, tokenizer, output_dir))
+    input, tokenizer = (os.path.expanduser(p) for p in (input, tokenizer))
+    output_dir = output_dir if "://" in output_dir else os.path.expanduser(output_dir)
+    if not re.fullmatch(r"\w+", split):
+        raise DataError(f"--split={split!r}: a TFDS split name is letters, digits and _")
     limits = Limits(max_length=max_length, max_prompt_length=max_prompt_length)
     log = ProblemLog(on_error)
     tok = load_tokenizer(tokenizer)
@@ -104,6 +112,7 @@ def prepare(
         "max_length": max_length,
         "max_prompt_length": max_prompt_length,
         "dedupe": bool(dedupe),
+        "split": split,
         "summary": _summary(ctx, kept, encoded, log, duplicates),
     }
     return _write_prepared(output_dir, kept, encoded, manifest, log)
@@ -211,7 +220,7 @@ def _write_prepared(output_dir: str, kept, encoded, manifest: dict, log: Problem
     data.save(output_dir)
     summary = dict(manifest["summary"], problems=[str(p) for p in log.problems])
     if log.problems:
-        log.write(os.path.join(output_dir, "skipped.jsonl"))
+        log.write(f"{output_dir.rstrip('/')}/skipped.jsonl")
     return summary
 
 
@@ -266,6 +275,7 @@ def prepare_splits(
         if os.path.isfile(manifest_path):
             with open(manifest_path, encoding="utf-8") as f:
                 manifest = json.load(f)
+            format_version = manifest.get("format_version")
             # Prepared before `dedupe` existed (duplicates were then refused or skipped): reused
             # whatever `dedupe` is now, so resuming an older run does not stop here.
             found = {k: manifest.get(k, wanted[k] if k == "dedupe" else None) for k in wanted}
@@ -275,17 +285,21 @@ def prepare_splits(
                     "directory for other data"
                 )
             version = manifest.get("encoding_version", 1)  # 1: written before the field
-            reuse = version == ENCODING_VERSION
-            if not reuse:
+            reuse = version == ENCODING_VERSION and format_version == FORMAT_VERSION
+            if format_version != FORMAT_VERSION:
+                logging.warning(
+                    "%s holds prepared format %s, not %s (TFDS): preparing it again",
+                    output_dir,
+                    format_version,
+                    FORMAT_VERSION,
+                )
+            elif not reuse:
                 logging.warning(
                     "%s was tokenized by encoding version %s, not %s: preparing it again",
                     output_dir,
                     version,
                     ENCODING_VERSION,
                 )
-                stale = os.path.join(output_dir, "skipped.jsonl")
-                if os.path.exists(stale):
-                    os.remove(stale)
         if not reuse:
             summary = prepare(
                 format=format,
@@ -293,6 +307,7 @@ def prepare_splits(
                 tokenizer=tokenizer,
                 output_dir=output_dir,
                 dedupe=dedupe,
+                split=split,
                 progress=False,
                 **options,
             )
@@ -339,6 +354,7 @@ def main(argv):
             include_cnndm=FLAGS.include_cnndm,
             chat_template=FLAGS.chat_template,
             dedupe=FLAGS.dedupe,
+            split=FLAGS.split,
         )
     except DataError as e:
         sys.stderr.write(f"{e}\n")

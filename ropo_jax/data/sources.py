@@ -1,4 +1,6 @@
-"""Raw rows from the files users download: JSON Lines (optionally gzip), JSON arrays, Parquet.
+"""Raw rows from the files users download: JSON Lines (optionally gzip), JSON arrays, Parquet,
+and TFDS datasets already built elsewhere (``tfds:DIR[:SPLIT]``, e.g. a catalogue or
+``huggingface:`` builder's output directory; read through its data source, no TensorFlow).
 
 Every row comes with its location (1-based line for JSON Lines and for the start of a JSON-array
 element, 1-based row for Parquet) so that problems read ``PATH:LINE: reason``. Unreadable files
@@ -18,6 +20,7 @@ from typing import Any
 from ropo_jax.data.errors import ProblemLog
 
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+TFDS_PREFIX = "tfds:"  # tfds:DIR[:SPLIT]: a built TFDS dataset (its dataset_info.json in DIR)
 
 
 def expand_inputs(spec: str) -> list[str]:
@@ -27,7 +30,9 @@ def expand_inputs(spec: str) -> list[str]:
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
-        if os.path.isdir(part):
+        if part.startswith(TFDS_PREFIX):
+            files.append(part)
+        elif os.path.isdir(part):
             for root, _, names in os.walk(part):
                 files.extend(os.path.join(root, n) for n in names if n.endswith(EXTENSIONS))
         elif any(ch in part for ch in "*?["):
@@ -154,8 +159,79 @@ def iter_parquet(path: str, log: ProblemLog) -> Iterator[tuple[int, Any]]:
         log.add(path, 0, "file is empty (no rows)", fatal=True)
 
 
+def split_tfds_input(spec: str) -> tuple[str, str]:
+    """``tfds:DIR[:SPLIT]`` → (DIR, SPLIT); the split defaults to ``train``. DIR may itself be
+    a URL (``gs://...``): the split is what follows its last colon, if that names no path."""
+    rest = spec[len(TFDS_PREFIX) :]
+    head, sep, tail = rest.rpartition(":")
+    directory, split = (head, tail) if sep and tail and "/" not in tail else (rest, "train")
+    return (directory if "://" in directory else os.path.expanduser(directory)), split
+
+
+def _plain(value, feature=None):
+    """A TFDS record's values as JSON would give them: text for bytes, lists for arrays, and a
+    ``Sequence`` of dicts (which TFDS returns as a dict of lists) as a list of dicts, as the
+    messages of a chat data set are in its JSON Lines form."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    features = tfds.features
+    if isinstance(feature, features.Sequence) and isinstance(
+        feature.feature, features.FeaturesDict
+    ):
+        columns = {k: _plain(v, feature.feature[k]) for k, v in value.items()}
+        count = len(next(iter(columns.values()), []))
+        return [{k: column[i] for k, column in columns.items()} for i in range(count)]
+    if isinstance(value, dict):
+        sub = feature if isinstance(feature, features.FeaturesDict) else None
+        return {
+            k: _plain(v, sub[k] if sub is not None and k in sub else None) for k, v in value.items()
+        }
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        if not value.ndim:
+            return _plain(value.item())
+        inner = feature.feature if isinstance(feature, features.Sequence) else None
+        return [_plain(v, inner) for v in (value if value.dtype == object else value.tolist())]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def iter_tfds(spec: str, log: ProblemLog) -> Iterator[tuple[int, Any]]:
+    """Records of a built TFDS dataset's split, numbered from 1 (``spec``: ``tfds:DIR[:SPLIT]``),
+    decoded to plain Python (text, lists, dicts) so the format readers see what a JSON Lines
+    file of the same data would hold."""
+    directory, split = split_tfds_input(spec)
+    try:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder_from_directory(directory)
+        if split not in builder.info.splits:
+            splits = ", ".join(sorted(builder.info.splits))
+            log.add(spec, 0, f"no split {split!r}; this dataset has: {splits}", fatal=True)
+            return
+        source = builder.as_data_source(split)
+    except Exception as e:  # TFDS raises several types for a missing or unreadable directory
+        log.add(spec, 0, f"not a readable TFDS dataset directory ({e})", fatal=True)
+        return
+    if len(source) == 0:
+        log.add(spec, 0, "split is empty (no records)", fatal=True)
+        return
+    features = builder.info.features
+    for index in range(len(source)):
+        yield index + 1, _plain(source[index], features)
+
+
 def iter_rows(path: str, log: ProblemLog) -> Iterator[tuple[int, Any]]:
-    """Rows of one file, dispatched on its extension (a ``.json`` file may also be JSON Lines)."""
+    """Rows of one file, dispatched on its extension (a ``.json`` file may also be JSON Lines),
+    or of a TFDS split (``tfds:DIR[:SPLIT]``; the "line" is the record's 1-based index)."""
+    if path.startswith(TFDS_PREFIX):
+        yield from iter_tfds(path, log)
+        return
     if not os.path.isfile(path):
         log.add(path, 0, "no such file; check --input", fatal=True)
         return

@@ -1,7 +1,7 @@
 """The end-of-run evaluation of one experiment (docs/method.md §5): what ``pipeline.run`` writes
 to ``results.json`` besides the per-round records, from plain values the pipeline hands in
 (``FinalEval``), never the config. The task's own part (the gold win rate on the synthetic task,
-the generations on real data) is the task object's (``ropo_jax.tasks``); ``gold_evaluation``
+the generations on real data) is the task object's (``ropo_jax.run.tasks``); ``gold_evaluation``
 is the synthetic task's."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 from absl import logging
 
-from ropo_jax import processes
 from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.evaluation.generations import GenerationEval, generate_both
 from ropo_jax.inference import scoring
+from ropo_jax.parallel import processes
 from ropo_jax.ropo import rounds
 
 DEFAULT_FILTER_RATIO = 0.2  # ρ of a run that neither set nor estimated one (e.g. SFT only)

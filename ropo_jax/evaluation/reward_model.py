@@ -26,8 +26,8 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from ropo_jax import processes
 from ropo_jax.evaluation import metrics as eval_metrics
+from ropo_jax.parallel import processes
 
 
 class RewardModel:

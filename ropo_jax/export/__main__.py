@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from ropo_jax import processes
+from ropo_jax.config.flags import TRACEBACK_ENV, exit_with
 from ropo_jax.errors import UserError
 from ropo_jax.export.checkpoints import (
     read_model_config,
@@ -24,7 +24,7 @@ from ropo_jax.export.model_dir import (
     export_model,
     is_exported,
 )
-from ropo_jax.flag_errors import TRACEBACK_ENV, exit_with
+from ropo_jax.parallel import processes
 
 
 def stage_from_flags(round_: int | None, stage: str | None) -> str | None:
@@ -56,7 +56,7 @@ def run_export(
     max_shard_bytes: int = 2 * 1024**3,
 ) -> str:
     """The command line's work: restore, export (unless this export is there), a summary."""
-    from ropo_jax import sharding as sharding_lib
+    from ropo_jax.parallel import sharding as sharding_lib
 
     if dtype is not None and dtype not in DTYPES:
         raise ExportError(f"--dtype={dtype}: choose one of {DTYPES}")

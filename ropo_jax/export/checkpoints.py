@@ -98,7 +98,7 @@ def restore_params(
     optimizer state is not read. With ``mesh`` the parameters land in their shardings (logical
     axes), otherwise on the default device."""
     from ropo_jax import models
-    from ropo_jax import sharding as sharding_lib
+    from ropo_jax.parallel import sharding as sharding_lib
     from ropo_jax.training import checkpoint as checkpoint_lib
 
     stage, step = resolve_checkpoint(workdir, stage=stage, step=step)

@@ -7,8 +7,8 @@ import json
 import os
 import re
 
-from ropo_jax import processes
 from ropo_jax.errors import UserError
+from ropo_jax.parallel import processes
 
 EXPORT_RECORD = "export.json"
 EXPORT_INFO = "export_info.json"

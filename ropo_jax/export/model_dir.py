@@ -11,12 +11,12 @@ from typing import Any
 
 from absl import logging
 
-from ropo_jax import processes
 from ropo_jax.export.info import (
     EXPORT_RECORD,
     ExportError,
     _write_json_atomic,
 )
+from ropo_jax.parallel import processes
 
 
 def _tokenizer_directory(tokenizer_dir: str) -> str:

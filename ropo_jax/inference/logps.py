@@ -7,10 +7,11 @@ Shape key: R token rows, T length, C completion positions per row, D width, S se
 
 from __future__ import annotations
 
-from ropo_jax import losses, models, sharding
+from ropo_jax import losses, models
 from ropo_jax.data.batching import COMPLETION_KEY
 from ropo_jax.models import ModelConfig
 from ropo_jax.models.layers import ACTIVATION_BTD
+from ropo_jax.parallel import sharding
 
 
 def sequence_logps(

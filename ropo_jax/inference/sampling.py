@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ropo_jax import models, processes
+from ropo_jax import models
 from ropo_jax.inference.sampling_ops import select_next_token
 from ropo_jax.models import ModelConfig
+from ropo_jax.parallel import processes
 
 
 @dataclasses.dataclass(frozen=True)

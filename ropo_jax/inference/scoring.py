@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ropo_jax import losses, processes, sharding
+from ropo_jax import losses
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.inference.logps import sequence_logps
 from ropo_jax.models import ModelConfig
+from ropo_jax.parallel import processes, sharding
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -86,37 +87,36 @@ def _mix32(x):
 
 
 @jax.jit
-def _fingerprints(leaves):
-    """Two 32-bit sums per array of mix(bits, position, seed), computed where the array lives.
+def _fingerprint(x):
+    """Two 32-bit sums of mix(bits, position, seed) over one array, computed where it lives.
     Sums mod 2^32 are exact whatever the reduction order, so an array gives the same value on
-    any mesh, sharded or not, and only 8 bytes per array reach the host."""
-    out = []
-    for x in leaves:
-        width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
-        bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
-        position = jnp.zeros(x.shape, jnp.uint32)
-        for dim in range(x.ndim):  # the row-major index, without reshaping a sharded array
-            stride = int(np.prod(x.shape[dim + 1 :], dtype=np.int64)) % 2**32
-            iota = jax.lax.broadcasted_iota(jnp.uint32, x.shape, dim)
-            position = position + iota * jnp.uint32(stride)
-        out.append(
-            jnp.stack(
-                [
-                    jnp.sum(_mix32(_mix32(bits ^ jnp.uint32(seed)) + position), dtype=jnp.uint32)
-                    for seed in _MIX_SEEDS
-                ]
-            )
-        )
-    return out
+    any mesh, sharded or not, and only 8 bytes reach the host. XLA keeps the array's bits and
+    positions as two uint32 temporaries of its size (the two seeds' sums share them), so one
+    array at a time: for the whole tree at once they were twice the parameters' bytes (1 GiB
+    for SmolLM2-135M's float32 weights; docs/PERFORMANCE.md)."""
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+    position = jnp.zeros(x.shape, jnp.uint32)
+    for dim in range(x.ndim):  # the row-major index, without reshaping a sharded array
+        stride = int(np.prod(x.shape[dim + 1 :], dtype=np.int64)) % 2**32
+        iota = jax.lax.broadcasted_iota(jnp.uint32, x.shape, dim)
+        position = position + iota * jnp.uint32(stride)
+    return jnp.stack(
+        [
+            jnp.sum(_mix32(_mix32(bits ^ jnp.uint32(seed)) + position), dtype=jnp.uint32)
+            for seed in _MIX_SEEDS
+        ]
+    )
 
 
 def params_hash(params) -> str:
     """A digest of every parameter's path, dtype, shape and values, computed on the devices that
-    hold them (parameters sharded over hosts are never fetched; see ``_fingerprints``)."""
-    paths_and_leaves = jax.tree_util.tree_leaves_with_path(params)
-    sums = jax.device_get(_fingerprints([leaf for _, leaf in paths_and_leaves]))
+    hold them (parameters sharded over hosts are never fetched; see ``_fingerprint``). Each
+    array's sums are fetched before the next is dispatched, so only one array's temporaries
+    exist at a time."""
     h = hashlib.sha256()
-    for (path, leaf), pair in zip(paths_and_leaves, sums, strict=True):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        pair = jax.device_get(_fingerprint(leaf))
         h.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}|".encode())
         h.update(np.asarray(pair, np.uint32).tobytes())
     return h.hexdigest()

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from ropo_jax.models.config import ATTENTION_IMPLS, ConfigError, ModelConfig
-from ropo_jax.sharding import logical_to_spec
+from ropo_jax.parallel.sharding import logical_to_spec
 
 IMPLS = ATTENTION_IMPLS
 

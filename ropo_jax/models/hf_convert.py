@@ -26,11 +26,11 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from ropo_jax import processes
-from ropo_jax import sharding as sharding_lib
 from ropo_jax.errors import UserError
 from ropo_jax.models.config import ConfigError, ModelConfig, from_hf_config, to_hf_config
 from ropo_jax.models.transformer import init_params, param_logical_axes
+from ropo_jax.parallel import processes
+from ropo_jax.parallel import sharding as sharding_lib
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -193,7 +193,7 @@ def load_hf(
     ``dtype`` is the parameters' dtype (what is stored and updated); ``compute_dtype`` the dtype
     of activations and matmuls (``ModelConfig.dtype``; default: the config's default). With
     ``mesh`` every parameter is placed directly into its NamedSharding (logical axes via
-    ``ropo_jax.sharding``); otherwise onto the default device.
+    ``ropo_jax.parallel.sharding``); otherwise onto the default device.
     """
     if compute_dtype is not None:
         config_overrides["dtype"] = jnp.dtype(compute_dtype).name

@@ -1,7 +1,7 @@
 """Llama/Mistral decoder layer in Flax NNX: RMSNorm, RoPE, grouped-query attention, SwiGLU.
 
 Every parameter carries its logical axis names as ``logical_axes`` metadata (mapped to mesh axes
-by ``ropo_jax.sharding``). The attention kernel itself (XLA with one boolean mask combining
+by ``ropo_jax.parallel.sharding``). The attention kernel itself (XLA with one boolean mask combining
 causality, segments and the sliding window; cuDNN flash; Pallas splash) is chosen and called in
 ``ropo_jax.models.attention``.
 
@@ -21,7 +21,7 @@ from jax.ad_checkpoint import checkpoint_name
 from ropo_jax.models.attention import Masking, attend
 from ropo_jax.models.attention import attention_mask as attention_mask  # re-export
 from ropo_jax.models.config import ModelConfig
-from ropo_jax.sharding import constrain
+from ropo_jax.parallel.sharding import constrain
 
 ACTIVATION_BTD = ("batch", "length", "activation_embed")
 

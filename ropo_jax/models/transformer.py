@@ -25,7 +25,7 @@ from ropo_jax.models.layers import (
     rope_inverse_frequencies,
 )
 from ropo_jax.models.remat import remat_layer
-from ropo_jax.sharding import constrain
+from ropo_jax.parallel.sharding import constrain
 
 Params = dict
 # The embedding lookup's output where the FSDP-sharded table puts it: batch over data, D over fsdp.

@@ -20,7 +20,7 @@ Shape key: P prompts, K candidates per prompt, S scored sequences.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +29,7 @@ import numpy as np
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.inference import sampling, scoring
 from ropo_jax.models import ModelConfig
-
-if TYPE_CHECKING:  # framework.py imports this module for SELECTIONS and RANKINGS
-    from ropo_jax.ropo.framework import RopoConfig
-
-SELECTIONS = ("max_margin", "best_vs_worst_original", "reorient_original")
-RANKINGS = ("sum", "mean")
+from ropo_jax.ropo.options import RANKINGS, SELECTIONS, RopoConfig
 
 
 def candidate_scores(
@@ -124,12 +119,12 @@ def select_pairs(
 def longest_response(data: PreferenceData) -> int:
     """The most tokens any chosen or rejected response of ``data`` has (``rs.max_new_tokens=0``
     samples up to this)."""
-    return max(max(len(data.pair(i)[1]), len(data.pair(i)[2])) for i in range(len(data)))
+    return int(data.lengths[:, 1:].max(initial=0))
 
 
 def candidate_prompts(train_data: PreferenceData, prompts_idx) -> list[list[int]]:
     """The prompt token ids of the examples at ``prompts_idx`` (the discarded pairs)."""
-    return [train_data.pair(int(i))[0].tolist() for i in prompts_idx]
+    return [prompt.tolist() for prompt, _, _ in train_data.pairs(prompts_idx)]
 
 
 def sample_candidates(
@@ -174,7 +169,7 @@ def with_originals(
     prompt's two original responses in training orientation; and the bool [P, K] mask of the
     original ones."""
     if include:
-        originals = (train_data.pair(int(i))[1:] for i in prompts_idx)
+        originals = (pair[1:] for pair in train_data.pairs(prompts_idx))
         candidates = [
             [*cands, chosen.tolist(), rejected.tolist()]
             for cands, (chosen, rejected) in zip(candidates, originals, strict=True)

@@ -30,20 +30,20 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from ropo_jax import processes
 from ropo_jax.data.prepared import PreferenceData, load_prepared
 from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.inference import scoring
 from ropo_jax.models import ModelConfig
+from ropo_jax.parallel import processes
 from ropo_jax.ropo import noise_rate, pair_text, suspects
 from ropo_jax.ropo.framework import (
-    RopoConfig,
     concat,
     rejection_sample,
     schedule_steps,
     step_config_for,
     w_step,
 )
+from ropo_jax.ropo.options import RopoConfig
 from ropo_jax.training import loop as trainer
 from ropo_jax.training import step as train
 from ropo_jax.training.metrics import flatten
@@ -367,10 +367,15 @@ def run_rounds(
             example_weights=weights_t,
             on_epoch=_epoch_hook(run, t, probe, rate is None, final_logps),
             init_opt_state=opt_state,
+            # Round 1 starts from the SFT parameters, which later rounds and the evaluation
+            # still read; a later round's start is the previous round's state, read by no one
+            # else: its buffers become the new state's instead of staying beside it.
+            donate_init=t > 1,
             return_state=True,
         )
         params = state.params
         opt_state = None if ropo.restart_optimizer else state.opt_state
+        del state  # with restart_optimizer, the finished round's moments are not kept
         if rate is None:  # the estimate the epoch hook made, or one now
             estimate = read_estimate(run.workdir) or estimate_filter_ratio(
                 run, params, where={"round": t, "at": "end"}

@@ -21,13 +21,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from ropo_jax import processes, sharding
 from ropo_jax.data import batching
 from ropo_jax.data.loader import make_loader
 from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.inference import scoring
 from ropo_jax.models import ModelConfig
+from ropo_jax.parallel import processes, sharding
 from ropo_jax.training import checkpoint as checkpoint_lib
 from ropo_jax.training import metrics as metrics_lib
 from ropo_jax.training import optim
@@ -166,13 +166,25 @@ class _StageRun:
     on_epoch: Callable[..., dict] | None = None
 
 
-def _start(run: _StageRun, init, abstract_state, state_sharding, init_params, init_opt_state):
+def _start(
+    run: _StageRun,
+    init,
+    abstract_state,
+    state_sharding,
+    init_params,
+    init_opt_state,
+    donate: bool = False,
+):
     """(state, step, open logging window's sums) to start from: the stage's latest checkpoint
     if it has one — the iterator moves to the checkpoint's position and the metrics records
-    past it are dropped, as they will be logged again — else a fresh state at step 0."""
+    past it are dropped, as they will be logged again — else a fresh state at step 0
+    (``donate``: built in the buffers of ``init_params`` and ``init_opt_state``, no copy)."""
     checkpointer = run.checkpointer
     if checkpointer.latest_step() is None:
-        state = jax.jit(init, out_shardings=state_sharding)(init_params, init_opt_state)
+        donated = (0, 1) if donate else ()
+        state = jax.jit(init, out_shardings=state_sharding, donate_argnums=donated)(
+            init_params, init_opt_state
+        )
         return state, 0, None
     state, record = checkpointer.restore(
         _abstract_with_shardings(abstract_state, state_sharding), expect=run.expect
@@ -365,6 +377,7 @@ def run_stage(
     indices: np.ndarray | None = None,
     on_epoch=None,
     init_opt_state=None,
+    donate_init: bool = False,
     return_state: bool = False,
 ):
     """Trains ``init_params`` on ``data`` and returns the final parameters.
@@ -376,8 +389,12 @@ def run_stage(
     written to the metrics as ``kind="dynamics"`` (``ropo_jax.evaluation.dynamics``; an empty
     record is not written).
     ``init_opt_state``: start from this optimizer state (moments and schedule position, e.g.
-    the previous ROPO round's) instead of a fresh one. Returns the final parameters, or the
-    final TrainState with ``return_state``.
+    the previous ROPO round's) instead of a fresh one. ``donate_init``: the caller hands
+    ``init_params`` and ``init_opt_state`` over — the initial state is built in their buffers
+    (they are deleted) instead of beside a copy, which would otherwise stay alive for the whole
+    stage (one parameter copy; two more with an optimizer state); only for arrays the caller
+    never reads again. Returns the final parameters, or the final TrainState with
+    ``return_state``.
     """
     plan = step_plan(stage, len(data) if indices is None else len(indices))
     optimizer = _stage_optimizer(stage, plan.total_steps)
@@ -413,8 +430,9 @@ def run_stage(
             on_epoch=on_epoch,
         )
         state, start_step, window_sums = _start(
-            run, init, abstract_state, state_sharding, init_params, init_opt_state
+            run, init, abstract_state, state_sharding, init_params, init_opt_state, donate_init
         )
+        del init_params, init_opt_state  # this frame's references (donated ones are deleted)
         if start_step < plan.total_steps:
             step_fn = train.make_train_step(
                 stage.kind, run.step_config, model_config, optimizer, state_sharding=state_sharding

@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ropo_jax import losses, models, sharding
+from ropo_jax import losses, models
 from ropo_jax.inference.logps import sequence_logps
 from ropo_jax.losses import filtering
 from ropo_jax.models import ModelConfig
+from ropo_jax.parallel import sharding
 from ropo_jax.training import metrics as metrics_lib
 
 NAN_POLICIES = ("skip", "stop")

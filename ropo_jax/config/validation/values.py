@@ -9,7 +9,7 @@ import math
 
 import ml_collections
 
-from ropo_jax.config_validation.rules import (
+from ropo_jax.config.validation.rules import (
     BLOCK_RULES,
     BOOL,
     SYNTHETIC_DATA_RULES,

@@ -3,7 +3,7 @@ in one cheap pass (no JAX compile, no data read beyond small ``manifest.json`` /
 files) and raises :class:`~ropo_jax.errors.ConfigValueError` with one line that names the key,
 the bad value and the fix. ``python -m ropo_jax.main`` calls it before it touches the workdir.
 It reads the ConfigDict only to check it: the run itself gets its settings from ``pipeline.py``
-(``ropo_jax.configs`` says who reads what).
+(``ropo_jax.config.defaults`` says who reads what).
 
 The checks, in order (docs/training.md "Config checks"):
 
@@ -18,15 +18,15 @@ The checks, in order (docs/training.md "Config checks"):
 
 
 Modules: ``rules`` (the tables), ``values`` (checks 1-2), ``inputs`` (check 3). Mistakes on the
-command line itself, before a config exists, are ``ropo_jax.flag_errors``'s.
+command line itself, before a config exists, are ``ropo_jax.config.flags``'s.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from ropo_jax.config_validation.inputs import check_inputs
-from ropo_jax.config_validation.values import check_batch_layout, check_values, mesh_sizes
+from ropo_jax.config.validation.inputs import check_inputs
+from ropo_jax.config.validation.values import check_batch_layout, check_values, mesh_sizes
 
 
 def validate(

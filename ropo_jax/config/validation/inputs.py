@@ -10,16 +10,17 @@ import math
 import os
 
 import ml_collections
+from etils import epath
 
-from ropo_jax.config_validation.rules import (
+from ropo_jax.config.validation.rules import (
     PICKLED_SUFFIXES,
     WEIGHT_FILES,
     abspath,
     fail,
 )
 from ropo_jax.data.formats import FORMATS
-from ropo_jax.data.prepared import FORMAT_VERSION
-from ropo_jax.data.sources import expand_inputs
+from ropo_jax.data.prepared import FORMAT_VERSION, format_1_error
+from ropo_jax.data.sources import TFDS_PREFIX, expand_inputs, split_tfds_input
 from ropo_jax.errors import UserError
 from ropo_jax.models.config import from_hf_config
 
@@ -64,16 +65,21 @@ def _manifests(config) -> dict[str, dict]:
         value = config.data[split]
         if not value:
             continue
-        path = abspath(value)
-        manifest_path = os.path.join(path, "manifest.json")
-        if not os.path.isdir(path):
+        # A prepared set may live at any etils.epath location (gs://...): read it through epath.
+        path = epath.Path(value if "://" in value else abspath(value))
+        if not path.is_dir():
             fail(f"config.data.{split}={value!r}: no such directory; give a prepared data set")
-        if not os.path.isfile(manifest_path):
+        if not (path / "manifest.json").is_file():
             fail(
                 f"config.data.{split}={value!r}: not a prepared data set (no manifest.json); "
                 "prepare it with python -m ropo_jax.data.prepare"
             )
-        manifest = _read_json(manifest_path, f"data.{split}")
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, ValueError) as error:
+            fail(f"config.data.{split}: cannot read {path / 'manifest.json'}: {error}")
+        if manifest.get("format_version") == 1:
+            fail(f"config.data.{split}: {format_1_error(value)}")
         if manifest.get("format_version") != FORMAT_VERSION:
             fail(
                 f"config.data.{split}={value!r}: format_version "
@@ -100,6 +106,10 @@ def _check_paths(config) -> None:
             fail(f"config.data.{key}={data[key]!r}: no such file or directory")
 
 
+def _tfds_dir_exists(directory: str) -> bool:
+    return "://" in directory or os.path.isfile(os.path.join(directory, "dataset_info.json"))
+
+
 def _check_raw(config) -> None:
     raw, data = config.data.raw, config.data
     splits = [s for s in ("train", "test", "sft") if raw[s]]
@@ -117,7 +127,12 @@ def _check_raw(config) -> None:
                 "prepared directory or the raw file, not both"
             )
         files = expand_inputs(os.path.expanduser(raw[split]))
-        missing = [f for f in files if not os.path.isfile(f)]
+        missing = [
+            f
+            for f in files
+            if not (f.startswith(TFDS_PREFIX) and _tfds_dir_exists(split_tfds_input(f)[0]))
+            and not os.path.isfile(f)
+        ]
         if not files or missing:
             named = f" {missing[0]!r}" if missing and len(files) > 1 else ""
             fail(f"config.data.raw.{split}={raw[split]!r}: no such file{named}")

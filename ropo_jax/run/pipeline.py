@@ -21,8 +21,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ropo_jax import configs, losses, models, processes, sharding, tasks
 from ropo_jax import export as export_lib
+from ropo_jax import losses, models
+from ropo_jax.config import defaults as configs
 from ropo_jax.data.loader import load_preference_data
 from ropo_jax.data.noise import NoiseConfig
 from ropo_jax.data.tokenizer import load_tokenizer
@@ -33,9 +34,11 @@ from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.evaluation.generations import GenerationEval
 from ropo_jax.inference import sampling, scoring
 from ropo_jax.instructions import dataset as instruction_dataset
-from ropo_jax.ropo import framework as ropo_lib
+from ropo_jax.parallel import processes, sharding
 from ropo_jax.ropo import pair_text
 from ropo_jax.ropo import rounds as rounds_lib
+from ropo_jax.ropo.options import RopoConfig
+from ropo_jax.run import tasks
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import task as synthetic_task
 from ropo_jax.training import loop as trainer
@@ -168,6 +171,7 @@ def sft_stage(ctx: RunContext, model_config, init_params, data: tasks.RunData):
         workdir=ctx.workdir,
         writer=ctx.writer,
         mesh=ctx.mesh,
+        donate_init=True,  # the initial policy is read by nothing after SFT
     )
     export_policy(config, ctx.workdir, "sft_model", model_config, sft_params, stage="sft")
     return sft_params
@@ -292,11 +296,11 @@ def step_config(config: ml_collections.ConfigDict) -> train.StepConfig:
     return configs.to_dataclass(train.StepConfig, config.train, "train", optional=ROUND_STEP_FIELDS)
 
 
-def ropo_config(config: ml_collections.ConfigDict) -> ropo_lib.RopoConfig:
+def ropo_config(config: ml_collections.ConfigDict) -> RopoConfig:
     """``config.ropo``; filtering and rejection sampling only for ``ropo_full``."""
     full = config.method == "ropo_full"
     return configs.to_dataclass(
-        ropo_lib.RopoConfig,
+        RopoConfig,
         config.ropo,
         "ropo",
         filtering=full,

@@ -5,7 +5,7 @@ Who reads the ConfigDict: ``main.py`` parses it from the command line, has ``con
 check it, writes it to ``config.json`` and hands it to ``pipeline.run``; ``pipeline.py`` is the
 only module below ``main`` that reads it, and it hands every module below it a frozen dataclass
 (built with ``to_dataclass``) or plain values. Keys therefore mirror those dataclasses' fields
-(``training.loop.StageConfig``, ``training.step.StepConfig``, ``ropo.framework.RopoConfig``,
+(``training.loop.StageConfig``, ``training.step.StepConfig``, ``ropo.options.RopoConfig``,
 ``data.noise.NoiseConfig``, ``evaluation.generations.GenerationEval``, ...) and the loss
 hyper-parameters (``losses.hyperparams_from``).
 """
@@ -235,7 +235,7 @@ def to_dataclass(
                 continue
             raise ConfigValueError(
                 f"config.{where} is missing ({cls.__name__}.{field.name}): add it; experiment "
-                "configs start from ropo_jax.configs.base_config()"
+                "configs start from ropo_jax.config.defaults.base_config()"
             )
         if field.name in none_when_unset and _is_unset(value):
             value = None

@@ -25,7 +25,7 @@ from ropo_jax.evaluation.generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
 from ropo_jax.models.attention import IMPLS as ATTENTION_IMPLS
 from ropo_jax.models.config import REMAT_CHOICES
-from ropo_jax.ropo.framework import FILTER_MODES, GRANULARITIES
+from ropo_jax.ropo.options import FILTER_MODES, GRANULARITIES
 from ropo_jax.ropo.rejection_sampling import RANKINGS, SELECTIONS
 from ropo_jax.training.optim import SCHEDULES
 from ropo_jax.training.step import NAN_POLICIES
@@ -274,7 +274,7 @@ def block_of(config, block: str):
         if not isinstance(node, Mapping | ml_collections.ConfigDict) or part not in node:
             fail(
                 f"config.{block} is missing: experiment configs start from "
-                "ropo_jax.configs.base_config()"
+                "ropo_jax.config.defaults.base_config()"
             )
         node = node[part]
     return node

@@ -28,7 +28,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ropo_jax import processes
 from ropo_jax.data.encode import Encoder, Limits
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.example import Message
@@ -44,6 +43,7 @@ from ropo_jax.evaluation.generations import EvalPrompt, GenerationEval
 from ropo_jax.instructions import constraints as instruction_constraints
 from ropo_jax.instructions import dataset as instruction_dataset
 from ropo_jax.instructions import sampler as instruction_sampler
+from ropo_jax.parallel import processes
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import prepare as synthetic_prepare
 from ropo_jax.synthetic import task as synthetic_task
