@@ -14,7 +14,7 @@ import pytest
 from ropo_jax.data import batching
 from ropo_jax.data.errors import DataError
 from ropo_jax.data.loader import default_bucket_boundaries, make_loader
-from ropo_jax.data.noise import NoiseConfig, apply_noise, noise_data
+from ropo_jax.data.noise import NoiseConfig, apply_noise, example_uniforms, noise_data
 from ropo_jax.data.prepared import PreferenceData, load_prepared
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
@@ -204,6 +204,40 @@ def test_noise_keyed_by_seed_and_id_not_position():
     np.testing.assert_array_equal(full, reversed_[::-1])
     other_seed = apply_noise(NoiseConfig("symmetric", 0.3, seed=6), ids=ids).is_flipped
     assert (full != other_seed).any()
+
+
+def test_exact_noise_flips_the_nominal_count_keyed_by_id():
+    ids = [f"id-{i}" for i in range(136)]
+    for rate in (0.2, 0.4):
+        drawn = apply_noise(NoiseConfig("symmetric", rate, seed=100), ids=ids)
+        assert drawn.is_flipped.sum() != int(np.floor(rate * 136 + 0.5))  # seed 100 misses it
+        exact = apply_noise(NoiseConfig("symmetric", rate, seed=100, exact=True), ids=ids)
+        assert exact.is_flipped.sum() == int(np.floor(rate * 136 + 0.5))  # 27, 54
+        # The flipped pairs are those of smallest uniform: every flipped uniform lies below
+        # every kept one.
+        u = example_uniforms(100, ids)
+        assert u[exact.is_flipped].max() < u[~exact.is_flipped].min()
+        # Keyed by id, not position.
+        reversed_ = apply_noise(NoiseConfig("symmetric", rate, seed=100, exact=True), ids=ids[::-1])
+        np.testing.assert_array_equal(exact.is_flipped, reversed_.is_flipped[::-1])
+        assert abs(drawn.realised_rate - rate) < 0.15  # the draw is near, not at, the rate
+    few = apply_noise(NoiseConfig("symmetric", 0.3, seed=1, exact=True), ids=ids[:5])
+    assert few.is_flipped.sum() == 2  # round(1.5) → 2
+
+
+def test_exact_noise_counts_only_eligible_pairs():
+    ids = [f"e{i}" for i in range(10)]
+    chosen = [5] * 10
+    rejected = [9] * 4 + [1] * 6  # the first four have the longer response rejected
+    result = apply_noise(
+        NoiseConfig("length_biased", 0.5, exact=True),
+        ids=ids,
+        chosen_lengths=chosen,
+        rejected_lengths=rejected,
+    )
+    assert result.is_flipped.sum() == 2 and not result.is_flipped[4:].any()
+    with pytest.raises(DataError, match="bradley_terry"):
+        NoiseConfig("bradley_terry", exact=True)
 
 
 @pytest.mark.e2e

@@ -183,3 +183,31 @@ def test_stored_tokenizer_is_the_byte_tokenizer(tmp_path):
     text = "Écris un poème court sur la mer 👋 (神奈川)"
     assert stored.encode(text) == built.encode(text)
     assert stored.encode(text, continuation=True) == built.encode(text, continuation=True)
+
+
+def test_the_starting_model_responses_are_cached_by_what_decides_them(tmp_path, monkeypatch):
+    config, policy = _tiny_model()
+    sft = models.init_params(config, jax.random.key(1))
+    real = eval_generations.eval_lib.generate_responses
+    calls = []
+
+    def counted(model_config, params, prompts, **kwargs):
+        calls.append("policy" if params is policy else "sft")
+        return real(model_config, params, prompts, **kwargs)
+
+    monkeypatch.setattr(eval_generations.eval_lib, "generate_responses", counted)
+    cache = dict(cache_dir=str(tmp_path / "cache"), reference_key="start-params")
+    first = _evaluate(tmp_path / "a", (policy, sft), config, **cache)
+    assert calls == ["policy", "sft"]
+    second = _evaluate(tmp_path / "b", (policy, sft), config, **cache)
+    assert calls == ["policy", "sft", "policy"]  # the starting model's answers from the cache
+    for run in (first, second):
+        with open(run["generations"]["files"]["sft"], encoding="utf-8") as f:
+            run["sft_rows"] = json.load(f)
+    assert first["sft_rows"] == second["sft_rows"]
+    # Another seed, another starting model or no key: sampled again.
+    _evaluate(tmp_path / "c", (policy, sft), config, seed=1, **cache)
+    _evaluate(tmp_path / "d", (policy, sft), config, **{**cache, "reference_key": "other"})
+    _evaluate(tmp_path / "e", (policy, sft), config, cache_dir=cache["cache_dir"])
+    assert calls[3:] == ["policy", "sft"] * 3
+    assert len(os.listdir(tmp_path / "cache")) == 3

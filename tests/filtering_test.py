@@ -199,7 +199,9 @@ def test_noise_identification_and_accuracies():
     assert out["auroc"] == pytest.approx(8 / 9)
     none = eval_metrics.noise_identification(np.zeros(3, bool), np.zeros(3, bool))
     assert none == {"precision": None, "recall": None, "f1": None, "auroc": None}
-    assert eval_metrics.preference_accuracy([1.0, -1.0, 0.0, 2.0]) == 0.5
+    # A tie (h = 0) counts ½: (1 + 0 + ½ + 1) / 4.
+    assert eval_metrics.preference_accuracy([1.0, -1.0, 0.0, 2.0]) == 0.625
+    assert eval_metrics.preference_accuracy([0.0, 0.0]) == 0.5
     assert eval_metrics.win_rate([1, 2, 3], [1, 1, 4]) == pytest.approx((0.5 + 1 + 0) / 3)
 
 

@@ -234,6 +234,20 @@ def test_run_writes_the_results_and_its_files(finished):
         stages = [json.loads(line)["stage"] for line in f]
     assert {"sft", "round_1"} <= set(stages) and stages[-1] == "final"
     assert not os.path.exists(os.path.join(workdir, "eval"))  # generations: real data only
+    with open(os.path.join(workdir, "stage_times.json")) as f:
+        times = json.load(f)  # what a run record's provenance carries
+    assert list(times["stage_seconds"]) == [
+        "data",
+        "model",
+        "sft",
+        "reference_logps",
+        "preference_training",
+        "export",
+        "evaluation",
+    ]
+    assert all(t >= 0 for t in times["stage_seconds"].values())
+    assert times["total_seconds"] >= sum(times["stage_seconds"].values()) - 0.1
+    assert times["devices"]["platform"] == "cpu" and times["devices"]["count"] >= 1
 
 
 def test_the_named_steps_on_the_finished_run(finished):

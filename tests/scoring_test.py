@@ -1,6 +1,8 @@
 """``scoring``: the reference cache key (``params_hash``, computed where the parameters live), and
 the orientation of noisy labels in reference joins and per-example scores."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,3 +175,10 @@ def test_dynamics_fit_rates_are_in_training_orientation(noisy):
     assert record["heldout_accuracy"] == 1.0
     assert record["noisy_heldout_accuracy"] == pytest.approx(1.0 - data.is_flipped.mean())
     assert record["gold_reward_mean"] is None and record["kl"] is None
+    # Before training the policy is the reference: every margin is 0, a tie, and every rate
+    # and accuracy is chance (0.5), not 0.
+    untrained = dataclasses.replace(probe, reference=(chosen_N, rejected_N))
+    untrained = dataclasses.replace(untrained, heldout=(data, (chosen_N, rejected_N)))
+    start = untrained(params)
+    for key in ("flipped_fit_rate", "clean_fit_rate", "heldout_accuracy", "noisy_heldout_accuracy"):
+        assert start[key] == 0.5, key

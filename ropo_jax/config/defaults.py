@@ -83,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
             rate=0.0,
             seed=0,
             temperature=1.0,
+            # True: flip exactly round(rate · N) pairs (the smallest per-example uniforms), so
+            # the realised rate is the nominal one; False: an independent draw per pair.
+            exact=False,
             source_strengths=DEFAULT_SOURCE_STRENGTHS,
         )
     )
@@ -185,6 +188,11 @@ def base_config() -> ml_collections.ConfigDict:
     # XLA's persistent compilation cache: later runs and sweep members with the same shapes load
     # compiled steps instead of recompiling (halves a CPU benchmark run). "" turns it off.
     c.compilation_cache_dir = "~/.cache/ropo_jax/jax_compilation_cache"
+    # What runs sharing a starting model and data compute alike: the reference log-probs (keyed
+    # by the data's fingerprint and the reference parameters' hash) and the starting model's
+    # evaluation responses (keyed by those parameters, the prompts, sampling settings and seed).
+    # "" = WORKDIR/cache, this run's own; a directory shared by a sweep's runs computes each once.
+    c.cache_dir = ""
     return c
 
 

@@ -16,6 +16,13 @@ process, machine and run, and independent of the example's position); the pair i
   the config key ``noise.source_strengths``; ``DEFAULT_SOURCE_STRENGTHS`` cover Alpaca
   Comparison's generators and the synthetic task's).
 
+With ``exact`` (``config.noise.exact``) the number of flips is fixed instead of drawn: the
+``round(rate · N_e)`` eligible pairs (``p_i > 0``; all N for symmetric noise) with the smallest
+uniforms are flipped, so the realised rate is the nominal one (up to rounding) while the choice
+stays keyed by ``(seed, id)``. At a few hundred pairs a Bernoulli draw at 40 % realises anywhere
+from about 0.32 to 0.47; exact counts remove that spread from seed-to-seed comparisons. It needs
+one flip probability shared by every eligible pair (symmetric, length_biased, source_biased).
+
 The stored labels are kept; the result is the flip mask ``is_flipped`` (true label = stored,
 noisy label = stored XOR flip) and the realised flip rate.
 """
@@ -49,6 +56,7 @@ class NoiseConfig:
     rate: float = 0.0
     seed: int = 0
     temperature: float = 1.0  # bradley_terry
+    exact: bool = False  # flip exactly round(rate · eligible) pairs (see the module docstring)
     source_strengths: tuple[tuple[str, float], ...] = DEFAULT_SOURCE_STRENGTHS
 
     def __post_init__(self):
@@ -58,6 +66,11 @@ class NoiseConfig:
             raise DataError(f"noise rate {self.rate} must lie in [0, 1]")
         if self.temperature <= 0:
             raise DataError(f"noise temperature {self.temperature} must be positive")
+        if self.exact and self.kind == "bradley_terry":
+            raise DataError(
+                "noise.exact needs one flip probability for every eligible pair; bradley_terry's "
+                "differs per pair: use exact=False with it"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +155,25 @@ def apply_noise(config: NoiseConfig, **fields) -> NoiseResult:
     if config.kind == "none":
         return NoiseResult(np.zeros(len(fields["ids"]), bool), probability)
     uniforms = example_uniforms(config.seed, fields["ids"])
+    if config.exact:
+        return NoiseResult(_exact_flips(uniforms, probability), probability)
     return NoiseResult(uniforms < probability, probability)
+
+
+def _exact_flips(uniforms_N: np.ndarray, probability_N: np.ndarray) -> np.ndarray:
+    """bool [N]: the ``round(p · N_e)`` eligible examples with the smallest uniforms, where
+    ``p`` is the eligible examples' shared flip probability."""
+    eligible_N = probability_N > 0
+    is_flipped_N = np.zeros(len(uniforms_N), bool)
+    if not eligible_N.any():
+        return is_flipped_N
+    (p,) = np.unique(probability_N[eligible_N])  # one value: checked by NoiseConfig
+    eligible_idx = np.flatnonzero(eligible_N)
+    count = int(np.floor(p * eligible_idx.size + 0.5))  # round half up, not to even
+    # A stable sort, so ties (never met in practice with 64-bit hashes) go to the earlier index.
+    order = np.argsort(uniforms_N[eligible_idx], kind="stable")
+    is_flipped_N[eligible_idx[order[:count]]] = True
+    return is_flipped_N
 
 
 def noise_data(data, config: NoiseConfig):

@@ -4,10 +4,11 @@ into ``results.json["dynamics"]``). This is the claim "DPO fits the flipped labe
 measured as a curve:
 
 - ``flipped_fit_rate`` / ``clean_fit_rate``: the fraction of flipped / clean training pairs
-  whose margin h agrees with the label the model is trained on (h > 0 in training orientation);
+  whose margin h agrees with the label the model is trained on (h > 0 in training orientation),
+  a tie (h = 0) counting ½ — before training every margin is 0, so every curve starts at 0.5;
 - ``noise_auroc``: AUROC of −h against the flip mask, the same score for every method (a
   method's own loss ranks pairs meaningfully only when it decreases in h);
-- ``heldout_accuracy``: clean held-out preference accuracy (h > 0 with the true labels), and
+- ``heldout_accuracy``: clean held-out preference accuracy (h > 0 with the true labels, ties ½), and
   ``noisy_heldout_accuracy``: the same pairs with labels flipped by the run's noise model (an
   independent draw): what a user without clean labels can measure, and select checkpoints by;
 - ``gold_reward_mean`` and ``kl``: on a small fixed set of evaluation prompts (synthetic task),
@@ -81,7 +82,7 @@ class DynamicsProbe:
         flipped_N = np.asarray(self.train_data.is_flipped, bool)
         stored_N = self._margins(params, self.train_data, self.reference, "train")
         margin_N = np.where(flipped_N, -stored_N, stored_N)  # training orientation: h
-        fits_N = margin_N > 0
+        fits_N = eval_metrics.agreement_N(margin_N)  # a tie (h = 0, at step 0) counts ½
         return {
             "flipped_fit_rate": float(fits_N[flipped_N].mean()) if flipped_N.any() else None,
             "clean_fit_rate": float(fits_N[~flipped_N].mean()) if (~flipped_N).any() else None,

@@ -18,6 +18,11 @@ and its chat template put them, left truncation to the training ``max_prompt_len
 ``num_prompts`` > 0 takes a fixed subset, the prompts with the smallest hashes of their text, in
 file order — the same subset for every run and file order.
 
+The starting model's responses depend only on it, the prompts and the sampling settings, not on
+the method trained: with ``cache_dir`` and ``reference_key`` (the starting parameters' hash)
+they are sampled once and read back by every run that shares them (a sweep's methods at one
+seed), keyed by everything that decides them.
+
 Written files (``output_dir``): ``policy.json``, ``sft.json`` and, when the prompt set has
 reference responses, ``reference.json``; then e.g.
 ``alpaca_eval --model_outputs policy.json --reference_outputs sft.json``.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 from typing import Any
 
@@ -39,6 +45,7 @@ from ropo_jax.data.sources import iter_rows
 from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.inference import sampling
 from ropo_jax.models import ModelConfig
+from ropo_jax.parallel import processes
 
 PROMPT_FORMATS = ("alpaca_eval", "tldr")
 PROMPT_STYLES = ("chat", "text")
@@ -142,6 +149,10 @@ class GenerationEval:
     reward_batch_size: int = 8
     reward_device: str = "auto"
     write: bool = True  # process 0: write the files and score them (it writes the results)
+    # The starting model's responses, cached across runs: the directory ("" = no cache) and the
+    # starting parameters' hash (``inference.scoring.params_hash``).
+    cache_dir: str = ""
+    reference_key: str = ""
 
     def __post_init__(self):
         if self.prompt_style not in PROMPT_STYLES:
@@ -162,10 +173,43 @@ def generate_both(
         chat_template=options.chat_template,
         max_prompt_length=options.max_prompt_length,
     )
-    return {
-        name: eval_lib.generate_responses(model_config, params, model_prompts, **kwargs)
-        for name, params in (("policy", policy_params), ("sft", sft_params))
-    }
+    policy = eval_lib.generate_responses(model_config, policy_params, model_prompts, **kwargs)
+    path = _sft_cache_path(model_config, model_prompts, options)
+    if path and processes.agree(os.path.exists(path)):
+        with open(path, encoding="utf-8") as f:
+            sft = json.load(f)
+        logging.info("the starting model's %d responses from cache %s", len(sft), path)
+    else:
+        sft = eval_lib.generate_responses(model_config, sft_params, model_prompts, **kwargs)
+        if path and processes.is_writer():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(sft, f)
+            os.replace(path + ".tmp", path)  # atomic: never a half-written cache
+    return {"policy": policy, "sft": sft}
+
+
+def _sft_cache_path(model_config: ModelConfig, model_prompts, options: GenerationEval) -> str:
+    """The cache file of the starting model's responses: a hash of everything that decides
+    them (its parameters, the model config, the prompts, the tokenizer and template, the
+    sampling settings, seed and batch size); "" without a cache."""
+    if not (options.cache_dir and options.reference_key):
+        return ""
+    identity = repr(
+        (
+            options.reference_key,
+            model_config,
+            [repr(p) for p in model_prompts],
+            os.path.abspath(options.tokenizer_dir),
+            options.chat_template,
+            options.max_prompt_length,
+            options.sampling,
+            options.seed,
+            options.generate_batch_size,
+        )
+    )
+    key = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return os.path.join(os.path.expanduser(options.cache_dir), f"start_responses_{key}.json")
 
 
 def evaluate_generations(

@@ -54,11 +54,18 @@ def noise_identification(flipped_N, discarded_N, scores_N=None) -> dict[str, flo
     }
 
 
+def agreement_N(margin_N) -> np.ndarray:
+    """float64 [N]: 1 where the margin h agrees with the label (h > 0), ½ on a tie (h = 0, as
+    every pair is before training: the policy is the reference), 0 otherwise."""
+    margin_N = np.asarray(margin_N, np.float64)
+    return (margin_N > 0) + 0.5 * (margin_N == 0)
+
+
 def preference_accuracy(margin_N) -> float | None:
     """``pref_accuracy_clean`` (docs/method.md §5.1): fraction of pairs, with their true labels,
-    where h > 0."""
+    where h > 0, a tie (h = 0) counting ½."""
     margin_N = np.asarray(margin_N, np.float64)
-    return None if margin_N.size == 0 else float(np.mean(margin_N > 0))
+    return None if margin_N.size == 0 else float(np.mean(agreement_N(margin_N)))
 
 
 def win_rate(policy_rewards_N, baseline_rewards_N) -> float | None:

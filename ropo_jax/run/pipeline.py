@@ -39,6 +39,7 @@ from ropo_jax.ropo import pair_text
 from ropo_jax.ropo import rounds as rounds_lib
 from ropo_jax.ropo.options import RopoConfig
 from ropo_jax.run import tasks
+from ropo_jax.run.stage_times import StageTimes
 from ropo_jax.synthetic import dataset as synthetic_dataset
 from ropo_jax.synthetic import task as synthetic_task
 from ropo_jax.training import loop as trainer
@@ -92,19 +93,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         mesh=sharding.make_mesh(tuple(config.mesh.shape)),
         writer=MetricsWriter(workdir, tensorboard=config.tensorboard),
     )
-    data = ctx.task.load(workdir, noise_config(config))
+    times = StageTimes(workdir, write=processes.is_writer())
+    with times.stage("data"):
+        data = ctx.task.load(workdir, noise_config(config))
     export_lib.write_export_info(
         workdir,
         tokenizer_dir=data.tokenizer_dir,
         chat_template_path=config.data.chat_template or None,
     )
-    model_config, init_params = init_model(ctx, data)
-    sft_params = sft_stage(ctx, model_config, init_params, data)
-    reference = reference_logps(ctx, model_config, sft_params, data)
-    generation = generation_eval(ctx, data)
-    trained = train_policy(ctx, model_config, sft_params, data, reference, generation)
-    export_policy(config, workdir, "model", model_config, trained.params, stage=config.method)
-    results = evaluate(ctx, model_config, sft_params, data, reference, trained, generation)
+    with times.stage("model"):
+        model_config, init_params = init_model(ctx, data)
+    with times.stage("sft"):
+        sft_params = sft_stage(ctx, model_config, init_params, data)
+    with times.stage("reference_logps"):
+        reference = reference_logps(ctx, model_config, sft_params, data)
+    generation = generation_eval(ctx, data, reference)
+    with times.stage("preference_training"):  # the rounds, with their dynamics probes
+        trained = train_policy(ctx, model_config, sft_params, data, reference, generation)
+    with times.stage("export"):
+        export_policy(config, workdir, "model", model_config, trained.params, stage=config.method)
+    with times.stage("evaluation"):
+        results = evaluate(ctx, model_config, sft_params, data, reference, trained, generation)
     write_results(ctx, results)
     return results
 
@@ -186,7 +195,7 @@ def reference_logps(ctx: RunContext, model_config, sft_params, data: tasks.RunDa
             model_config,
             sft_params,
             pairs,
-            cache_dir=os.path.join(ctx.workdir, "cache"),
+            cache_dir=run_cache_dir(ctx),
             batch_size=int(ctx.config.eval.batch_size),
             mesh=ctx.mesh,
             params_key=key,
@@ -339,8 +348,17 @@ def final_eval(ctx: RunContext, scoring_loss: str) -> final_evaluation.FinalEval
     )
 
 
-def generation_eval(ctx: RunContext, data: tasks.RunData) -> GenerationEval | None:
-    """How both models answer the evaluation prompts (``eval.*``); None without prompts."""
+def run_cache_dir(ctx: RunContext) -> str:
+    """Where the reference log-probs and the starting model's evaluation responses are cached:
+    ``config.cache_dir`` (shared by the runs that name it) or ``WORKDIR/cache``."""
+    return os.path.expanduser(ctx.config.cache_dir) or os.path.join(ctx.workdir, "cache")
+
+
+def generation_eval(
+    ctx: RunContext, data: tasks.RunData, reference: Reference | None = None
+) -> GenerationEval | None:
+    """How both models answer the evaluation prompts (``eval.*``); None without prompts. With
+    the ``reference``, the starting model's responses are cached (``run_cache_dir``)."""
     if "eval_prompts" not in data.paths:
         return None
     config, e = ctx.config, ctx.config.eval
@@ -366,6 +384,8 @@ def generation_eval(ctx: RunContext, data: tasks.RunData) -> GenerationEval | No
         chat_template=ctx.task.chat_template(),
         max_prompt_length=None if max_prompt_length is None else int(max_prompt_length),
         write=processes.is_writer(),
+        cache_dir=run_cache_dir(ctx),
+        reference_key="" if reference is None else reference.key,
     )
 
 
@@ -480,7 +500,7 @@ def preference_rounds(
         mesh=ctx.mesh,
         batch_size=batch_size,
         seed=int(config.seed),
-        reference_key=reference.key,
+        reference_key="" if reference is None else reference.key,
         texts=pair_texts(ctx.task, data),
         noise_applied=config.noise.kind != "none",
     )

@@ -104,6 +104,7 @@ TOP_RULES = {
     "task": one_of(TASKS),
     "tensorboard": BOOL,
     "compilation_cache_dir": STR,
+    "cache_dir": STR,
 }
 STAGE_RULES = {
     "batch_size": POSITIVE,
@@ -164,6 +165,7 @@ NOISE_RULES = {
     "rate": PROBABILITY,
     "seed": Rule(is_int, "an integer"),
     "temperature": real(0, open_low=True),
+    "exact": BOOL,
     "source_strengths": Rule(
         _is_source_strengths,
         "(source, strength) pairs with distinct sources, e.g. "

@@ -61,6 +61,11 @@ def _check_noise(config) -> None:
             f"config.noise.rate={rate!r} has no effect with config.noise.kind='none'; set "
             "--config.noise.kind=symmetric (or another kind) or leave the rate at 0"
         )
+    if config.noise.exact and kind == "bradley_terry":
+        fail(
+            "config.noise.exact=True fixes the number of flips of a noise model with one flip "
+            "probability; bradley_terry's differs per pair: set --config.noise.exact=False"
+        )
 
 
 def _check_loss(config) -> None:
