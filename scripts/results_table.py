@@ -1,13 +1,29 @@
-"""Prints a markdown table of the runs under a root directory (their ``results.json``) and writes
-it to ROOT/results.md. Reads run directories only. ``--seeds=mean`` folds runs that differ only
-in their ``_seedN`` suffix into one row of mean ± sample std (n seeds).
+"""Prints a markdown table of the runs under a root directory (their ``results.json``: run
+directories, or the committed run records of ``results/``) and writes it to ROOT/results.md.
+``--seeds=mean`` folds runs that differ only in their ``_seedN`` suffix into one row of mean ±
+sample std (``--spread=stderr``: ± standard error) over n seeds; ``--match=TEXT`` keeps the runs
+whose name contains TEXT.
 
     python scripts/results_table.py --root=runs/quickstart
-    python scripts/results_table.py --root=runs/noise_rates --seeds=mean --baseline=dpo
+    python scripts/results_table.py --root=results/regime --seeds=mean --baseline=dpo
+
+**Generated blocks.** A Markdown file (docs/RESULTS.md) marks each table made from records with
+the arguments that make it:
+
+    <!-- results_table --root=results/regime --match=noise0.4 --seeds=mean --baseline=dpo -->
+    | ... the table ... |
+    <!-- /results_table -->
+
+``--check=FILE`` re-renders every marked block from the records and exits 1 with a diff when one
+differs (a test runs it on docs/RESULTS.md); ``--write=FILE`` rewrites the blocks in place.
 """
 
 import argparse
+import difflib
 import os
+import re
+import shlex
+import sys
 
 from ropo_jax.evaluation import run_results
 
@@ -62,7 +78,7 @@ def per_run_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
+def seed_mean_table(runs: list[dict], baseline: str = "", spread: str = "std") -> str:
     columns, paired_columns = _present(COLUMNS, runs), _present(PAIRED, runs)
     paired = [f"Δ {name} vs {baseline} (paired, 95% CI)" for name, _ in paired_columns]
     header = ["variant", "method", "noise", "seeds", *(c for c, _ in columns)]
@@ -76,6 +92,8 @@ def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
         for _, get in columns:
             xs = run_results.values(group, get)
             mean, std = run_results.mean_std(xs)
+            if spread == "stderr":
+                std = std / len(xs) ** 0.5 if xs else std
             cells.append(f"{mean:.3f} ± {std:.3f}" if xs else "–")
         for _, get in paired_columns if baseline else ():
             deltas = run_results.paired_deltas(group, runs, get, baseline_method=baseline)
@@ -89,22 +107,88 @@ def seed_mean_table(runs: list[dict], baseline: str = "") -> str:
     return "\n".join(lines)
 
 
-def main():
+BLOCK = re.compile(
+    r"(?P<open><!-- results_table (?P<args>[^\n]*?) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- /results_table -->)",
+    re.S,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True)
+    parser.add_argument("--root", help="run directories or run records (results/NAME)")
     parser.add_argument("--seeds", choices=("each", "mean"), default="each")
+    parser.add_argument("--spread", choices=("std", "stderr"), default="std")
+    parser.add_argument("--match", default="", help="only the runs whose name contains this")
     parser.add_argument(
         "--baseline",
         default="",
         help="with --seeds=mean: add each variant's difference to this method's run of the same "
-        "noise and seed (mean ± std of the paired differences, and in how many seeds it is > 0)",
+        "noise and seed (mean and 95%% interval of the paired differences, and in how many seeds "
+        "it is > 0)",
     )
-    args = parser.parse_args()
-    runs = run_results.load_runs(args.root)
+    parser.add_argument("--check", help="a Markdown file: exit 1 if a marked block differs")
+    parser.add_argument("--write", help="a Markdown file: re-render its marked blocks in place")
+    return parser
+
+
+def render(args: argparse.Namespace) -> str:
+    runs = [r for r in run_results.load_runs(args.root) if args.match in r["run"]]
     if not runs:
-        raise SystemExit(f"no run directory with results.json under {args.root}")
-    by_seed = args.seeds == "mean"
-    text = seed_mean_table(runs, args.baseline) if by_seed else per_run_table(runs)
+        raise SystemExit(f"no run with results.json under {args.root} (match {args.match!r})")
+    if args.seeds == "mean":
+        return seed_mean_table(runs, args.baseline, args.spread)
+    return per_run_table(runs)
+
+
+def render_blocks(path: str) -> tuple[str, str]:
+    """(the file's text, the text with every marked block re-rendered from its records)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+
+    def block(match: re.Match) -> str:
+        args = _parser().parse_args(shlex.split(match["args"]))
+        if not args.root:
+            raise SystemExit(f"{path}: a results_table block names no --root: {match['args']}")
+        return match["open"] + render(args) + "\n" + match["close"]
+
+    return text, BLOCK.sub(block, text)
+
+
+def check(path: str) -> int:
+    text, rendered = render_blocks(path)
+    count = len(BLOCK.findall(text))
+    if text == rendered:
+        print(f"{path}: {count} generated blocks match their records")
+        return 0
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            text.splitlines(keepends=True),
+            rendered.splitlines(keepends=True),
+            fromfile=f"{path} (as written)",
+            tofile=f"{path} (from the records)",
+        )
+    )
+    print(
+        f"{path}: generated blocks differ from their records; "
+        f"python scripts/results_table.py --write={path} re-renders them"
+    )
+    return 1
+
+
+def main():
+    args = _parser().parse_args()
+    if args.check:
+        raise SystemExit(check(args.check))
+    if args.write:
+        text, rendered = render_blocks(args.write)
+        with open(args.write, "w", encoding="utf-8") as f:
+            f.write(rendered)
+        print(f"{args.write}: {len(BLOCK.findall(text))} generated blocks written")
+        return
+    if not args.root:
+        raise SystemExit("give --root (or --check/--write with a Markdown file)")
+    text = render(args)
     print(text)
     with open(os.path.join(args.root, "results.md"), "w") as f:
         f.write(text + "\n")

@@ -3,11 +3,13 @@ script on a constructed sweep (no training; the values are chosen so the means a
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from figure_runner import bars, errorbar_series, line_series, run_figure, scatter_points
-from script_runner import run_script
+from script_runner import ROOT, run_script
 
 from ropo_jax.evaluation import run_results
 
@@ -343,3 +345,36 @@ def test_dynamics_and_reward_kl_figures(tmp_path, monkeypatch, capsys):
     # (noisy held-out accuracy peaks at epoch 1).
     want = [(8.0, -0.6), (2.0, -0.4), (3.0, -0.3), (1.0, -0.3)]
     assert scatter_points(ax) == pytest.approx(np.array(want))
+
+
+@pytest.mark.e2e
+def test_generated_blocks_are_checked_against_their_records(noise_sweep, tmp_path):
+    """A Markdown file's marked blocks re-render from the records: --write fills them, --check
+    passes on the written file and fails, with a diff, when one digit inside a block changes;
+    text outside the blocks is never touched."""
+    doc = tmp_path / "RESULTS.md"
+    marker = f"--root={noise_sweep} --match=noise0.2 --seeds=mean --spread=stderr --baseline=dpo"
+    doc.write_text(
+        f"# Results\n\nSeed 1.5 of prose stays.\n\n<!-- results_table {marker} -->\n"
+        "stale\n<!-- /results_table -->\n\nAfter.\n"
+    )
+
+    def table(*args):
+        cmd = [sys.executable, "scripts/results_table.py", *args]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    assert table(f"--check={doc}").returncode == 1  # "stale" is not what the records give
+    assert table(f"--write={doc}").returncode == 0
+    written = doc.read_text()
+    assert written.startswith("# Results\n\nSeed 1.5 of prose stays.\n") and "stale" not in written
+    assert written.endswith("<!-- /results_table -->\n\nAfter.\n")
+    row = next(line for line in written.splitlines() if line.startswith("| ropo_full_noise0.2 |"))
+    # Three seeds at 0.62 ± 0.02 (sample std): the standard error is 0.02 / √3.
+    assert "| 3 | 0.620 ± 0.012 |" in row
+    assert "noise0.0" not in written  # --match kept the 20 % runs only
+    passed = table(f"--check={doc}")
+    assert passed.returncode == 0 and "1 generated blocks match" in passed.stdout
+    doc.write_text(written.replace("0.620 ± 0.012", "0.621 ± 0.012", 1))
+    failed = table(f"--check={doc}")
+    assert failed.returncode == 1
+    assert "-| ropo_full_noise0.2 | ropo_full | symmetric 0.2 | 3 | 0.621" in failed.stdout
