@@ -161,8 +161,11 @@ def test_llama_with_sft_and_ropo_full_comes_out_as_a_hf_model(checkpoints, tmp_p
     # SFT moved the weights, and preference training moved them again.
     sft, final = (_safetensors(os.path.join(workdir, n)) for n in ("sft_model", "model"))
     assert any(not np.array_equal(sft[k], final[k]) for k in final)
+    # The same commands again: the run resumes as finished and does not export again.
     stamp = os.path.getmtime(os.path.join(workdir, "model", "export.json"))
-    run_experiment(workdir, checkpoints["llama"], "ropo_full", sft=True)
+    run_documented_commands(
+        "docs/training.md", "hf_roundtrip", MODEL=checkpoints["llama"], RUN=workdir
+    )
     assert os.path.getmtime(os.path.join(workdir, "model", "export.json")) == stamp
 
 

@@ -64,6 +64,10 @@ def test_two_rounds_write_every_artefact(full_run):
     assert r1["num_rs_pairs"] > 0  # replacement pairs for the discarded prompts
     assert r2["trained_on"] == n + r1["num_rs_pairs"]
     assert r2["trained_weight_sum"] == n - r1["num_discarded"] + r1["num_rs_pairs"]
+    # Each round says what it trained on: round 2 the kept originals and round 1's RS pairs.
+    assert (r1["trained_on_original"], r1["trained_on_rs"]) == (n, 0)
+    assert r2["trained_on_original"] == n - r1["num_discarded"]
+    assert r2["trained_on_rs"] == r1["num_rs_pairs"]
     kept = json.loads(_read(full_run, "round_1", "kept_ids.json"))
     assert len(kept["kept"]) + len(kept["discarded"]) == n and kept["applied_next_round"]
     scores = np.load(os.path.join(full_run, "round_1", "scores.npz"))

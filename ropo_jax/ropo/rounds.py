@@ -272,8 +272,13 @@ def _finish_round(
             scores["margin"], run.train_data.is_flipped, filter_ratio=rate
         ),
         "num_discarded": int((~keep_N).sum()),
+        # Made at the end of this round, trained on in the next (its trained_on_rs).
         "num_rs_pairs": len(records),
         **({"rejection_sampling": quality} if quality is not None else {}),
+        # What this round trained on: the original pairs it kept (weight > 0), the RS pairs the
+        # previous round made, and all rows (both, the dropped originals included at weight 0).
+        "trained_on_original": int((weights_N > 0).sum()),
+        "trained_on_rs": len(data_t) - n,
         "trained_on": len(data_t),
         "trained_weight_sum": float(weights_t.sum()),
         **(evaluate_round(params, logps.get("heldout")) if evaluate_round is not None else {}),
