@@ -108,9 +108,9 @@ def seed_mean_table(runs: list[dict], baseline: str = "", spread: str = "std") -
 
 
 BLOCK = re.compile(
-    r"(?P<open><!-- results_table (?P<args>[^\n]*?) -->\n)(?P<body>.*?)"
-    r"(?P<close><!-- /results_table -->)",
-    re.S,
+    r"^(?P<open><!-- results_table (?P<args>[^\n]*?) -->\n)(?P<body>.*?)"
+    r"^(?P<close><!-- /results_table -->)",
+    re.S | re.M,
 )
 
 
