@@ -251,6 +251,7 @@ def test_a_rate_without_a_noise_kind_is_refused():
         ("dpo_nll", "nll_weight", -1.0, r"config.loss.nll_weight=-1.0"),
         ("dr_dpo", "beta_prime", 0.0, r"config.loss.beta_prime=0.0"),
         ("ipo", "ipo_average", 1, r"config.loss.ipo_average=1: must be True or False"),
+        ("holder_dpo", "holder_gamma", 0.0, r"config.loss.holder_gamma=0.0: holder_dpo needs"),
         ("sft", "beta", 0.0, r"config.loss.beta=0.0.*method 'sft'"),  # scored with dpo
     ],
 )

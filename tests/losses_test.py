@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ropo_jax import losses
+from ropo_jax.losses import pairwise
 
 BASIC_LOSSES = {
     # name → hyper-parameters; every function with the four-log-prob signature.
@@ -25,6 +26,7 @@ BASIC_LOSSES = {
     "rdpo": {"beta": 0.1, "flip_rate": 0.2},
     "ipo": {"beta": 0.1},
     "hinge": {"beta": 0.1},
+    "holder_dpo": {"beta": 0.1, "holder_gamma": 3.0},  # γ ≠ 2: the general, asymmetric case
 }
 LOSS_FNS = {
     "dpo": losses.dpo_loss,
@@ -34,6 +36,8 @@ LOSS_FNS = {
     "rdpo": losses.rdpo_loss,
     "ipo": losses.ipo_loss,
     "hinge": losses.hinge_loss,
+    # The registry's knob names (holder_gamma); the public gamma= is tested below.
+    "holder_dpo": pairwise.holder_dpo_registry_loss,
 }
 
 
@@ -65,6 +69,12 @@ def _np_sigmoid(x):
     return np.exp(_np_log_sigmoid(x))
 
 
+def _np_holder(z, gamma):
+    """Hölder-DPO as the paper writes it: −(1+γ)·σ(z)^γ + γ·σ(z)^(1+γ)."""
+    s = _np_sigmoid(z)
+    return -(1 + gamma) * s**gamma + gamma * s ** (1 + gamma)
+
+
 def numpy_loss(
     name, pc, pr, rc, rr, hp, chosen_len=None, rejected_len=None, weights=None, posterior=None
 ):
@@ -91,6 +101,9 @@ def numpy_loss(
         return (h - 1 / (2 * beta)) ** 2
     if name == "hinge":
         return np.maximum(0.0, 1 - z)
+    if name == "holder_dpo":
+        g = hp["holder_gamma"]
+        return _np_holder(z, g)
     if name == "dpo_nll":
         return -_np_log_sigmoid(z) + hp["nll_weight"] * (-pc / chosen_len)
     if name == "simpo":
@@ -205,7 +218,9 @@ def test_cdpo_swap_exchanges_epsilon_and_one_minus_epsilon():
     np.testing.assert_allclose(swapped_B, one_minus_eps_B, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["dpo", "ropo", "cdpo", "rdpo", "hinge", "noise_aware"])
+@pytest.mark.parametrize(
+    "name", ["dpo", "ropo", "cdpo", "rdpo", "hinge", "noise_aware", "holder_dpo"]
+)
 def test_beta_is_applied_exactly_once(name):
     """loss(β, h) must equal loss(1, β·h): an implementation applying β twice fails this."""
     margin_B = jnp.linspace(-30.0, 30.0, 61)
@@ -436,6 +451,200 @@ def test_dr_dpo_limits():
     np.testing.assert_allclose(losses.weighted_mean(masked_B, weights), masked_B[0], rtol=1e-6)
 
 
+# --------------------------------------------------------- Hölder-DPO (docs/method.md §2.7).
+
+HOLDER_GAMMAS = [0.5, 1.0, 2.0, 4.0, 6.0, 8.0]  # the paper's ablation grid, and a γ < 1
+
+
+def _np_holder_weight(z, gamma):
+    """Closed-form −∂ℓ/∂z = γ(1+γ)·σ(z)^γ·σ(−z)², in float64."""
+    return gamma * (1 + gamma) * _np_sigmoid(z) ** gamma * _np_sigmoid(-z) ** 2
+
+
+@pytest.mark.parametrize("gamma", HOLDER_GAMMAS)
+def test_holder_dpo_matches_float64_reference_and_closed_form_gradient(gamma):
+    """Value and gradient w.r.t. all four log-probs, on margins from |βh| = 0 to 1000."""
+    beta = 0.1
+    grid_B = np.concatenate([-np.logspace(-2, 4, 40), [0.0], np.logspace(-2, 4, 40)])
+    rng = np.random.default_rng(0)
+    margin_B = np.concatenate([grid_B, rng.normal(scale=30.0, size=64)])
+    # Split the margin over four log-probs so every input carries part of it.
+    rc, pr, rr = (rng.normal(scale=5.0, size=margin_B.shape) - 40.0 for _ in range(3))
+    pc = margin_B + rc + pr - rr
+    inputs = tuple(jnp.asarray(a, jnp.float32) for a in (pc, pr, rc, rr))
+    h64 = (np.asarray(inputs[0], np.float64) - np.asarray(inputs[2], np.float64)) - (
+        np.asarray(inputs[1], np.float64) - np.asarray(inputs[3], np.float64)
+    )  # the margin the float32 inputs actually encode
+
+    def total(*logps):
+        return jnp.sum(losses.holder_dpo_loss(*logps, beta=beta, gamma=gamma)[0])
+
+    loss_B, aux = losses.holder_dpo_loss(*inputs, beta=beta, gamma=gamma)
+    assert loss_B.dtype == jnp.float32 and loss_B.shape == margin_B.shape
+    np.testing.assert_allclose(aux["margin"], h64, rtol=1e-6, atol=1e-4)
+    z64 = beta * np.asarray(aux["margin"], np.float64)
+    np.testing.assert_allclose(loss_B, _np_holder(z64, gamma), rtol=1e-6, atol=1e-6)
+    grads = jax.grad(total, argnums=(0, 1, 2, 3))(*inputs)
+    # dℓ/dh = −β·γ(1+γ)·σ^γ·(1−σ)², and ∂h/∂(pc, pr, rc, rr) = (+1, −1, −1, +1).
+    dl_dh = -beta * _np_holder_weight(z64, gamma)
+    for grad, sign in zip(grads, (1, -1, -1, 1), strict=True):
+        assert np.all(np.isfinite(grad))
+        np.testing.assert_allclose(grad, sign * dl_dh, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        losses.gradient_weight("holder_dpo", aux["margin"], holder_gamma=gamma),
+        _np_holder_weight(z64, gamma),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # The closed form itself, against central differences of the float64 formula.
+    z_mid = np.linspace(-30.0, 30.0, 121)
+    fd = _finite_difference(lambda z: _np_holder(z, gamma), z_mid, 1e-5)
+    np.testing.assert_allclose(-_np_holder_weight(z_mid, gamma), fd, rtol=1e-6, atol=1e-9)
+    # Confident pairs keep a positive weight with full relative accuracy (autodiff through the
+    # value would leave rounding noise of either sign there; the loss uses the closed form).
+    w_far = losses.gradient_weight("holder_dpo", jnp.asarray([170.0, 300.0]), holder_gamma=gamma)
+    np.testing.assert_allclose(w_far, _np_holder_weight(np.asarray([17.0, 30.0]), gamma), rtol=1e-5)
+    # ∂ℓ/∂γ, for a caller differentiating through γ.
+    dgamma = jax.grad(lambda g: jnp.sum(losses.holder_dpo_loss(*inputs, beta=beta, gamma=g)[0]))(
+        jnp.float32(gamma)
+    )
+    fd_gamma = np.sum((_np_holder(z64, gamma + 1e-6) - _np_holder(z64, gamma - 1e-6)) / 2e-6)
+    np.testing.assert_allclose(dgamma, fd_gamma, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("gamma", HOLDER_GAMMAS)
+def test_holder_dpo_range_limits_and_redescending_weight(gamma):
+    margin_B = jnp.linspace(-2000.0, 2000.0, 40_001)  # βh from −200 to 200, step 0.01
+    loss_B, _ = losses.holder_dpo_loss(*_logps_with_margin(margin_B), beta=0.1, gamma=gamma)
+    assert np.all(np.asarray(loss_B) >= -1.0) and np.all(np.asarray(loss_B) <= 0.0)
+    # Strictly decreasing in h while the weight is resolvable in float32.
+    middle = np.asarray(loss_B)[(np.abs(margin_B) < 30.0)]
+    assert np.all(np.diff(middle) < 0)
+    ends_B, _ = losses.holder_dpo_loss(
+        *_logps_with_margin(jnp.asarray([-1e4, 1e4])), beta=0.1, gamma=gamma
+    )
+    np.testing.assert_allclose(ends_B, [0.0, -1.0], atol=1e-7)  # ℓ(−∞) = 0, ℓ(+∞) = −1
+    # No NaN or inf at |βh| = 100 (and beyond), in the loss or its gradient.
+    far_B = jnp.asarray([-1e5, -1000.0, 1000.0, 1e5])
+    far_loss_B, _ = losses.holder_dpo_loss(*_logps_with_margin(far_B), beta=0.1, gamma=gamma)
+    far_grad_B = jax.grad(
+        lambda m: jnp.sum(
+            losses.holder_dpo_loss(m, *_logps_with_margin(m)[1:], beta=0.1, gamma=gamma)[0]
+        )
+    )(far_B)
+    assert np.all(np.isfinite(far_loss_B)) and np.all(np.isfinite(far_grad_B))
+    # Redescending: the weight of a confidently contradicted pair vanishes (DPO's tends to 1).
+    w = np.asarray(losses.gradient_weight("holder_dpo", margin_B, holder_gamma=gamma))
+    assert np.all(np.isfinite(w)) and np.all(w >= 0.0)
+    z = 0.1 * np.asarray(margin_B, np.float64)
+    assert w[z <= -100].max() < 1e-20 and abs(float(far_grad_B[1])) < 1e-20
+    assert float(far_grad_B[0]) == 0.0  # βh = −10⁴
+    # The weight peaks at σ* = γ/(γ+2), i.e. βh* = log(γ/2), from d[s^γ(1−s)²]/ds = 0.
+    s_star = gamma / (gamma + 2)
+    assert abs(z[np.argmax(w)] - math.log(gamma / 2)) < 0.02
+    np.testing.assert_allclose(
+        w.max(), gamma * (1 + gamma) * s_star**gamma * (1 - s_star) ** 2, rtol=1e-4
+    )
+
+
+def test_holder_dpo_with_gamma_two_is_symmetric():
+    """At γ = 2, ℓ(h) + ℓ(−h) = −3s² + 2s³ − 3(1−s)² + 2(1−s)³ = −1 for every s (docs/method.md
+    §2.7); for other γ it is not."""
+    margin_B = jnp.linspace(-100.0, 100.0, 201)
+    pos_B, _ = losses.holder_dpo_loss(*_logps_with_margin(margin_B), beta=0.1, gamma=2.0)
+    neg_B, _ = losses.holder_dpo_loss(*_logps_with_margin(-margin_B), beta=0.1, gamma=2.0)
+    np.testing.assert_allclose(pos_B + neg_B, -1.0, rtol=1e-6)
+    pos4_B, _ = losses.holder_dpo_loss(*_logps_with_margin(margin_B), beta=0.1, gamma=4.0)
+    neg4_B, _ = losses.holder_dpo_loss(*_logps_with_margin(-margin_B), beta=0.1, gamma=4.0)
+    assert np.max(np.abs(np.asarray(pos4_B + neg4_B) + 1.0)) > 0.1
+
+
+def test_holder_dpo_refuses_nonpositive_gamma_directly():
+    z = jnp.zeros(2)
+    for gamma in (0.0, -1.0):
+        with pytest.raises(ValueError, match=rf"holder_gamma={gamma!r} is invalid"):
+            losses.holder_dpo_loss(z, z, z, z, beta=0.1, gamma=gamma)
+        with pytest.raises(ValueError, match=rf"holder_gamma={gamma!r} is invalid"):
+            losses.holder_contamination(np.zeros(3), beta=0.1, gamma=gamma)
+        with pytest.raises(ValueError, match=rf"holder_gamma={gamma!r} is invalid"):
+            losses.holder_flagged(np.zeros(3), beta=0.1, gamma=gamma)
+    # Under jit the value is traced: checked by the registry before compiling, not here.
+    jax.jit(lambda g: losses.holder_dpo_loss(z, z, z, z, beta=0.1, gamma=g)[0])(2.0)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 8.0])
+@pytest.mark.parametrize("num_contaminated", range(10))
+def test_holder_contamination_worked_example(gamma, num_contaminated):
+    """N = 10 pairs, M contaminated: clean ones σ → 1, contaminated σ → 0 (margins ±1e4 at
+    β = 0.1, βh = ±1000). Then ξ̂ = (N−M)/N, so ε̂ = M/N, and the flagged pairs are exactly the
+    M contaminated ones, wherever they sit."""
+    rng = np.random.default_rng(num_contaminated)
+    contaminated_N = np.zeros(10, bool)
+    contaminated_N[rng.permutation(10)[:num_contaminated]] = True
+    margin_N = np.where(contaminated_N, -1e4, 1e4)
+    epsilon = losses.holder_contamination(margin_N, beta=0.1, gamma=gamma)
+    assert isinstance(epsilon, float)
+    assert abs(epsilon - num_contaminated / 10) < 1e-6
+    flagged_N = losses.holder_flagged(margin_N, beta=0.1, gamma=gamma)
+    assert flagged_N.dtype == bool and flagged_N.shape == (10,)
+    np.testing.assert_array_equal(flagged_N, contaminated_N)
+    # float32 margins (as training returns them) give the same answer.
+    margin32_N = jnp.asarray(margin_N, jnp.float32)
+    epsilon32 = losses.holder_contamination(margin32_N, beta=0.1, gamma=gamma)
+    assert abs(epsilon32 - epsilon) < 1e-9
+
+
+def test_holder_contamination_estimator_properties():
+    """Nothing contaminated → 0; equal σ everywhere (e.g. the untrained policy, h = 0) → 0;
+    otherwise the float64 formula, computed naively where it is safe; always in [0, 1)."""
+    ones_N = np.full(10, 1e4)
+    assert losses.holder_contamination(ones_N, beta=0.1, gamma=2.0) == pytest.approx(0.0, abs=1e-12)
+    assert not losses.holder_flagged(ones_N, beta=0.1, gamma=2.0).any()
+    for value in (-1e4, -3.0, 0.0, 5.0):
+        same_N = np.full(7, value)
+        assert losses.holder_contamination(same_N, beta=0.1, gamma=2.0) == pytest.approx(
+            0.0, abs=1e-12
+        )
+    rng = np.random.default_rng(1)
+    for gamma in HOLDER_GAMMAS:
+        margin_N = rng.normal(loc=20.0, scale=40.0, size=500)
+        s = _np_sigmoid(0.1 * margin_N)
+        xi = s.mean() * np.sum(s**gamma) / np.sum(s ** (1 + gamma))
+        epsilon = losses.holder_contamination(margin_N, beta=0.1, gamma=gamma)
+        assert epsilon == pytest.approx(max(0.0, 1 - xi), rel=1e-10, abs=1e-12)
+        assert 0.0 <= epsilon < 1.0
+        flagged_N = losses.holder_flagged(margin_N, beta=0.1, gamma=gamma)
+        count = int(flagged_N.sum())
+        assert count == math.floor(500 * epsilon + 1e-6)
+        # The flagged pairs are those of lowest σ: every flagged margin ≤ every other one.
+        assert margin_N[flagged_N].max() <= margin_N[~flagged_N].min()
+
+
+def test_holder_flagged_breaks_ties_by_position():
+    """Six clean pairs, one at σ → 0 and three tied at βh = −2: ε̂ ≈ 0.36 flags 3 pairs, the
+    σ → 0 one and the first two of the tie."""
+    margin_N = np.asarray([1e4, -20.0, 1e4, -1e4, -20.0, 1e4, 1e4, -20.0, 1e4, 1e4])
+    assert math.floor(10 * losses.holder_contamination(margin_N, beta=0.1, gamma=2.0)) == 3
+    flagged_N = losses.holder_flagged(margin_N, beta=0.1, gamma=2.0)
+    assert np.flatnonzero(flagged_N).tolist() == [1, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("margin", "message"),
+    [
+        (np.zeros(0), "at least one pair"),
+        (np.zeros((2, 3)), "one-dimensional"),
+        (np.asarray([0.0, np.nan]), "finite margins"),
+        (np.asarray([0.0, -np.inf]), "finite margins"),
+    ],
+)
+def test_holder_contamination_refuses_bad_margins(margin, message):
+    with pytest.raises(ValueError, match=message):
+        losses.holder_contamination(margin, beta=0.1, gamma=2.0)
+    with pytest.raises(ValueError, match=message):
+        losses.holder_flagged(margin, beta=0.1, gamma=2.0)
+
+
 # --------------------------------------------------------------------------- log-probs.
 
 
@@ -548,8 +757,10 @@ def test_registry_lists_every_spec_loss():
         "simpo",
         "dr_dpo",
         "lcpo_em",
+        "holder_dpo",
     }
     assert losses.get_loss("ropo").defaults == {"beta": 0.1, "alpha": 14.0}
+    assert losses.get_loss("holder_dpo").defaults == {"beta": 0.1, "holder_gamma": 2.0}
     assert not losses.get_loss("simpo").needs_reference
     assert losses.get_loss("dr_dpo").batch_level
 
@@ -572,6 +783,15 @@ def test_registry_lists_every_spec_loss():
         ("dpo", {"beta": float("nan")}, "beta=nan is invalid"),
         ("lcpo_em", {"eta": 0.2, "base": "simpo"}, "lcpo_em base='simpo' is not one of"),
         ("ipo", {"ipo_average": "yes"}, "ipo_average must be True or False"),
+        (
+            "holder_dpo",
+            {"holder_gamma": 0.0},
+            "holder_gamma=0.0 is invalid: holder_dpo needs holder_gamma > 0",
+        ),
+        ("holder_dpo", {"holder_gamma": -2.0}, "holder_gamma=-2.0 is invalid"),
+        ("holder_dpo", {"holder_gamma": float("inf")}, "holder_gamma=inf is invalid"),
+        # Its γ is not simpo's gamma (a different knob with another range and default).
+        ("holder_dpo", {"gamma": 2.0}, "does not take hyper-parameter(s) ['gamma']"),
     ],
 )
 def test_registry_rejects_bad_configs_with_one_clear_message(name, hparams, message):

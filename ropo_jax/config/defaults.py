@@ -114,7 +114,10 @@ def base_config() -> ml_collections.ConfigDict:
             flip_rate=-1.0,
             ipo_average=False,
             nll_weight=1.0,
-            gamma=0.5,
+            gamma=0.5,  # simpo's target margin γ
+            # holder_dpo's Hölder exponent γ (> 0; docs/method.md §2.7): a knob of its own, so
+            # simpo's gamma above cannot silently set it.
+            holder_gamma=2.0,
             beta_prime=1.0,
             eta=0.1,
             base="dpo",  # lcpo_em's base loss: dpo, ropo, hinge or noise_aware

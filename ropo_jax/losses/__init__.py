@@ -3,10 +3,13 @@
 Pure ``jax.numpy``: no Flax, no config objects. The public contract (README.md "Public API";
 docs/losses.md):
 ``dpo_loss``, ``ropo_loss``, ``noise_aware_loss``, ``cdpo_loss``, ``rdpo_loss``, ``ipo_loss``,
-``hinge_loss`` (four [B] log-prob arrays + keyword hyper-parameters → ``(loss_B, aux)``) and
-``ropo_gradient_weight``.
+``hinge_loss``, ``holder_dpo_loss`` (four [B] log-prob arrays + keyword hyper-parameters →
+``(loss_B, aux)``), ``ropo_gradient_weight``, and Hölder-DPO's contamination estimate
+``holder_contamination`` and mislabel ranking ``holder_flagged`` (NumPy, outside ``jit``;
+docs/method.md §2.7).
 """
 
+from ropo_jax.losses.holder import holder_contamination, holder_flagged
 from ropo_jax.losses.logprobs import (
     chunked_token_logps,
     gather_completions,
@@ -24,6 +27,7 @@ from ropo_jax.losses.pairwise import (
     dpo_nll_loss,
     dr_dpo_loss,
     hinge_loss,
+    holder_dpo_loss,
     ipo_loss,
     lcpo_e_step,
     lcpo_em_loss,
@@ -62,6 +66,9 @@ __all__ = [
     "get_loss",
     "gradient_weight",
     "hinge_loss",
+    "holder_contamination",
+    "holder_dpo_loss",
+    "holder_flagged",
     "hyperparams_from",
     "ipo_loss",
     "lcpo_e_step",

@@ -34,6 +34,12 @@ HYPERPARAM_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "gamma": (lambda g: True, "simpo's gamma must be a finite number"),
     "beta_prime": (lambda b: b > 0, "dr_dpo needs beta_prime > 0"),
     "eta": (lambda e: 0 < e < 0.5, "lcpo_em needs 0 < eta < 0.5 (initial flip-rate estimate)"),
+    # Hölder-DPO's γ is its own knob, not simpo's ``gamma``: the two mean different things and
+    # have different ranges and defaults (as cdpo's and rdpo's ε are label_smoothing/flip_rate).
+    "holder_gamma": (
+        lambda g: g > 0,
+        "holder_dpo needs holder_gamma > 0 (the Hölder exponent γ; paper's ablation 1, 2, 4, 6, 8)",
+    ),
 }
 
 
@@ -236,6 +242,66 @@ def hinge_loss(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
     )
     return jax.nn.relu(1.0 - beta * aux["margin"]), aux
+
+
+@jax.custom_jvp
+def _holder_of_z(z_B, holder_gamma):
+    """ℓ(z) = −σ(z)^γ·(1 + γ·σ(−z)), which equals −(1+γ)·σ(z)^γ + γ·σ(z)^(1+γ).
+
+    σ(z)^γ = exp(γ·log σ(z)) with log σ from ``log_sigmoid``: finite for every finite z, and
+    no power of a σ that rounded to 0. The value has no cancellation (every factor is positive).
+    """
+    sigma_pow_B = jnp.exp(holder_gamma * jax.nn.log_sigmoid(z_B))
+    return -sigma_pow_B * (1.0 + holder_gamma * jax.nn.sigmoid(-z_B))
+
+
+@_holder_of_z.defjvp
+def _holder_of_z_jvp(primals, tangents):
+    """The closed-form derivatives (docs/method.md §2.7). Autodiff through the value would sum
+    two opposite terms whose difference, γ(1+γ)·σ^γ·σ(−z)², is below float32 resolution for
+    z ≳ 17: the weight of confident pairs would come out as rounding noise of either sign."""
+    z_B, holder_gamma = primals
+    dz_B, dgamma = tangents
+    log_sigma_B = jax.nn.log_sigmoid(z_B)
+    sigma_pow_B = jnp.exp(holder_gamma * log_sigma_B)
+    sigma_neg_B = jax.nn.sigmoid(-z_B)
+    value_B = -sigma_pow_B * (1.0 + holder_gamma * sigma_neg_B)
+    dz_coeff_B = -holder_gamma * (1.0 + holder_gamma) * sigma_pow_B * sigma_neg_B**2
+    # ∂ℓ/∂γ = −σ^γ·[log σ·(1 + γ·σ(−z)) + σ(−z)], for whoever differentiates through γ.
+    dgamma_coeff_B = -sigma_pow_B * (log_sigma_B * (1.0 + holder_gamma * sigma_neg_B) + sigma_neg_B)
+    return value_B, dz_coeff_B * dz_B + dgamma_coeff_B * dgamma
+
+
+def holder_dpo_loss(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    ref_chosen_logps,
+    ref_rejected_logps,
+    *,
+    beta,
+    gamma,
+) -> tuple[jax.Array, Aux]:
+    """Hölder-DPO (Fujisawa, Adachi & Osborne 2025), docs/method.md §2.7:
+    −(1+γ)·σ(βh)^γ + γ·σ(βh)^(1+γ), γ = ``gamma`` > 0 (the registry's and config's knob
+    ``holder_gamma``: simpo's ``gamma`` is another quantity); values in [−1, 0].
+
+    Its gradient weight γ(1+γ)·σ(βh)^γ·σ(−βh)² vanishes as h → −∞ (redescending): a pair the
+    model confidently contradicts stops pulling on it. Value and gradient are finite for every
+    finite h, and the gradient is the closed form (``_holder_of_z``), exact in sign for every h.
+    """
+    _check_beta(beta)
+    check_hyperparam("holder_gamma", gamma)
+    aux = pair_statistics(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
+    )
+    z_B = beta * aux["margin"]
+    # A float array, so that an integer γ (gamma=2) still has a float tangent.
+    return _holder_of_z(z_B, jnp.asarray(gamma, z_B.dtype)), aux
+
+
+def holder_dpo_registry_loss(*logps, beta, holder_gamma) -> tuple[jax.Array, Aux]:
+    """``holder_dpo_loss`` under the registry's knob names (config ``loss.holder_gamma``)."""
+    return holder_dpo_loss(*logps, beta=beta, gamma=holder_gamma)
 
 
 def dpo_nll_loss(

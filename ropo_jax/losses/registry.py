@@ -19,6 +19,8 @@ from ropo_jax.losses import pairwise
 
 DEFAULT_BETA = 0.1  # docs/method.md §3.7: defaults for real runs.
 DEFAULT_ALPHA = 14.0
+# Hölder-DPO's γ (docs/method.md §2.7): a value of the paper's ablation grid {1, 2, 4, 6, 8}.
+DEFAULT_HOLDER_GAMMA = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,13 @@ LOSSES: dict[str, LossSpec] = {
             description="(h − 1/(2β))²; ipo_average=True averages log-ratios per token",
         ),
         LossSpec("hinge", pairwise.hinge_loss, ("beta",), _BETA, description="max(0, 1 − βh)"),
+        LossSpec(
+            "holder_dpo",
+            pairwise.holder_dpo_registry_loss,
+            ("beta", "holder_gamma"),
+            {"beta": DEFAULT_BETA, "holder_gamma": DEFAULT_HOLDER_GAMMA},
+            description="−(1+γ)·σ(βh)^γ + γ·σ(βh)^(1+γ), γ = holder_gamma; redescending",
+        ),
         LossSpec(
             "dpo_nll",
             pairwise.dpo_nll_loss,
