@@ -212,6 +212,8 @@ GOOD_VALUES = [
     ("model.dtype", "bfloat16"),
     ("method", "sft"),
     ("method", "ropo_full"),
+    ("ropo.filter_ratio", "auto"),
+    ("ropo.filter_ratio", "holder"),  # Hölder's ε̂, for any method
 ]
 
 
@@ -281,6 +283,29 @@ def test_rejection_sampling_rules_mirror_ropo_config():
     config.ropo.rs.selection = "best_vs_worst_original"
     _refused(config, r"needs the original responses.*--config.ropo.rs.include_original=True")
     config.ropo.rs.include_original = True
+    _validate(config)
+
+
+def test_holder_full_needs_the_holder_estimate_of_rho():
+    """holder_full removes the ⌊N·ε̂⌋ pairs Hölder flags: ρ must be "holder", not the base
+    default 0.2 (ambiguous: left unset or chosen?) nor another estimate."""
+    config = _config("experiments/smoke.py")
+    config.method = "holder_full"
+    message = _refused(config, r"^config.ropo.filter_ratio=0.2: method 'holder_full' filters")
+    assert message.endswith("set --config.ropo.filter_ratio=holder")
+    config.ropo.filter_ratio = "auto"
+    _refused(config, r"config.ropo.filter_ratio='auto': method 'holder_full'")
+    config.ropo.filter_ratio = "holder"
+    _validate(config)
+    config.loss.holder_gamma = 0.0  # holder_full trains with holder_dpo's knobs
+    _refused(config, r"config.loss.holder_gamma=0.0: holder_dpo needs.*method 'holder_full'")
+
+
+def test_holder_rho_checks_the_gamma_it_reads_for_any_method():
+    config = _config("experiments/smoke.py")
+    config.method, config.ropo.filter_ratio, config.loss.holder_gamma = "ropo_full", "holder", -1.0
+    _refused(config, r"config.loss.holder_gamma=-1.0: .*ropo.filter_ratio='holder'")
+    config.ropo.filter_ratio = 0.2  # the knob is unused: not checked
     _validate(config)
 
 
@@ -530,6 +555,7 @@ COMMANDS = [
     ("abc_batch", "experiments/smoke.py", ["--config.train.batch_size=abc"], "not a valid int"),
     ("method", "experiments/smoke.py", ["--config.method=dpp"], "did you mean 'dpo'"),
     ("ratio", "experiments/smoke.py", ["--config.ropo.filter_ratio=1.5"], "filter_ratio=1.5"),
+    ("holder", "experiments/smoke.py", ["--config.method=holder_full"], "filter_ratio=holder"),
     ("rate", "experiments/smoke.py", ["--config.noise.rate=0.7"], "config.noise.rate=0.7"),
     ("model", "experiments/smoke.py", ["--config.model.hf_path=/no/model"], "no such directory"),
     ("mesh", "experiments/smoke.py", ["--config.mesh.shape=(3,1,1)"], "8 device(s)"),

@@ -192,6 +192,7 @@ def test_sweep_runs_build(path, arg):
     """Every run of every sweep names an existing config whose keys take its overrides, and the
     result passes the checks a run makes first (noise model, loss hyperparameters, ROPO options):
     a typo in a sweep fails here, not hours into it."""
+    from ropo_jax.ropo.options import FRAMEWORK_METHODS, method_loss
     from ropo_jax.run import pipeline
 
     sweep_module = _load(os.path.join("scripts", "run_sweep.py"))
@@ -208,9 +209,9 @@ def test_sweep_runs_build(path, arg):
                 block = block[part]
             assert leaf in block, f"{run['name']}: config has no key {key!r}"
             block[leaf] = value
-        assert config.method in (*pipeline.losses.LOSSES, "ropo_full"), run["name"]
+        assert config.method in (*pipeline.losses.LOSSES, *FRAMEWORK_METHODS), run["name"]
         pipeline.noise_config(config)
-        pipeline.loss_hyperparams(config, "ropo" if config.method == "ropo_full" else config.method)
+        pipeline.loss_hyperparams(config, method_loss(config.method))
         pipeline.ropo_config(config)
         # A run named ..._seedN trains (and draws its label noise) with seed N: a sweep that
         # names its seeds but forgets to set them would repeat one run N times.

@@ -126,6 +126,10 @@ def test_pipeline_converts_each_block_from_the_base_config():
     assert not baseline.filtering and not baseline.rs_enabled and baseline.rs_num_candidates == 6
     config.method = "ropo_full"
     assert pipeline.ropo_config(config).filtering and pipeline.ropo_config(config).rs_enabled
+    config.method = "holder_full"  # filters, never rejection-samples
+    holder = pipeline.ropo_config(config)
+    assert holder.filtering and not holder.rs_enabled
+    config.method = "ropo_full"
     noise = pipeline.noise_config(config)
     assert noise.source_strengths == DEFAULT_SOURCE_STRENGTHS
     config.noise.source_strengths = (("ppo_xl", 2), ("sup2", 1))  # as --config.noise... gives it

@@ -52,7 +52,9 @@ def stage_defaults(**overrides) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.method = "dpo"  # any loss of ropo_jax.losses.LOSSES, or "ropo_full" (docs/method.md §3.6)
+    # Any loss of ropo_jax.losses.LOSSES, or a framework method: "ropo_full" or "holder_full"
+    # (docs/method.md §3.6; ropo_jax.ropo.options.FRAMEWORK_METHODS).
+    c.method = "dpo"
     c.task = "prepared"  # "prepared" (data.* directories) or "synthetic"
     c.data = ml_collections.ConfigDict(
         dict(train="", test="", sft="", tokenizer="", eval_prompts="", chat_template="")
@@ -137,7 +139,8 @@ def base_config() -> ml_collections.ConfigDict:
             num_rounds=1,
             epochs_per_round=1.0,
             # ρ, or "auto": estimated from the margins early in round 1
-            # (ropo_jax/ropo/noise_rate.py).
+            # (ropo_jax/ropo/noise_rate.py), or "holder": Hölder-DPO's ε̂ at the end of round 1
+            # (method holder_full requires it).
             filter_ratio=config_dict.FieldReference(0.2, field_type=object),
             filter_start_round=2,
             filter_mode="recompute",

@@ -18,6 +18,7 @@ from ropo_jax.evaluation.generations import GenerationEval, generate_both
 from ropo_jax.inference import scoring
 from ropo_jax.parallel import processes
 from ropo_jax.ropo import rounds
+from ropo_jax.ropo.options import ESTIMATED_RATIOS
 
 DEFAULT_FILTER_RATIO = 0.2  # ρ of a run that neither set nor estimated one (e.g. SFT only)
 
@@ -37,9 +38,9 @@ class FinalEval:
 
 
 def filter_ratio(configured: float | str, workdir: str) -> float:
-    """ρ of the run: the configured one, or with "auto" the run's estimate (the ROPO default
-    0.2 for a run that made none, e.g. SFT only)."""
-    if configured != "auto":
+    """ρ of the run: the configured one, or with "auto" or "holder" the run's estimate (the
+    ROPO default 0.2 for a run that made none, e.g. SFT only)."""
+    if configured not in ESTIMATED_RATIOS:
         return float(configured)
     estimate = rounds.read_estimate(workdir)
     return DEFAULT_FILTER_RATIO if estimate is None else float(estimate["rate"])

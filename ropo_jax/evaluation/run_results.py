@@ -12,7 +12,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 # The order (and so the colour) every figure gives the methods: the paper's comparison first.
-METHOD_ORDER = ("dpo", "cdpo", "rdpo", "ipo", "ropo", "ropo_full", "hinge", "noise_aware")
+METHOD_ORDER = (
+    "dpo",
+    "cdpo",
+    "rdpo",
+    "ipo",
+    "ropo",
+    "ropo_full",
+    "holder_dpo",
+    "holder_full",
+    "hinge",
+    "noise_aware",
+)
 
 
 def method_rank(method: str) -> int:
@@ -168,9 +179,16 @@ def rs_length_gap(run: dict[str, Any]) -> float | None:
 
 
 def estimated_filter_ratio(run: dict[str, Any]) -> float | None:
-    """ρ estimated by ``filter_ratio="auto"``."""
+    """ρ estimated by ``filter_ratio="auto"`` or ``"holder"`` (``filter_ratio_estimator``)."""
     estimate = run.get("filter_ratio_estimate")
     return estimate.get("rate") if estimate else None
+
+
+def filter_ratio_estimator(run: dict[str, Any]) -> str | None:
+    """Which estimator made the run's ρ: "holder" (Hölder's ε̂, ``filter_ratio="holder"``),
+    "tail_ratio" (``filter_ratio="auto"``, whose record names none) or None (no estimate)."""
+    estimate = run.get("filter_ratio_estimate")
+    return estimate.get("estimator", "tail_ratio") if estimate else None
 
 
 def realised_noise_rate(run: dict[str, Any]) -> float | None:

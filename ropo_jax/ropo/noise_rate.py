@@ -1,5 +1,6 @@
 """ρ without knowing the noise rate: an estimate of the flip rate from the model's own margins
-(``ropo.filter_ratio="auto"``, docs/ropo.md "Estimating ρ").
+(``ropo.filter_ratio="auto"``, docs/ropo.md "Estimating ρ"), and Hölder-DPO's contamination
+estimate as the other estimator (``ropo.filter_ratio="holder"``, ``estimate_holder_rate``).
 
 Under symmetric label noise a pair's margin h in training orientation is the model's margin m
 on the true preference, negated when the label was flipped: with g the density of m,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ropo_jax.errors import UserError
+from ropo_jax.losses.holder import holder_contamination
 
 MAX_RATE = 0.49  # ε ≥ 0.5 would mean most labels are wrong: the orientation is ambiguous
 
@@ -55,6 +57,32 @@ def estimate_flip_rate(margin_N: np.ndarray, *, tail_quantile: float = 0.5) -> d
         "threshold": threshold,
         "lower_tail": lower,
         "upper_tail": upper,
+        "count": int(h.size),
+        "ignored": int((~finite).sum()),
+    }
+
+
+def estimate_holder_rate(margin_N: np.ndarray, *, beta: float, gamma: float) -> dict:
+    """Hölder-DPO's ε̂ (``losses.holder_contamination``, docs/method.md §2.7) of the finite
+    margins, clamped to [0, MAX_RATE], as ``{"rate", "epsilon", "beta", "gamma", "count",
+    "ignored"}`` (``epsilon``: ε̂ before the clamp; NaNs are ignored and counted). Raises
+    ``FlipRateEstimateError`` when no margin is finite, ValueError for invalid knobs."""
+    margin_N = np.asarray(margin_N, np.float64)
+    finite = np.isfinite(margin_N)
+    h = margin_N[finite]
+    if h.size < 1:
+        raise FlipRateEstimateError(
+            f"ropo.filter_ratio='holder': Hölder's contamination estimate needs finite margins, "
+            f"got none of {margin_N.size}: the policy's log-probs are not finite (training "
+            "diverged; lower train.learning_rate) or there are no training pairs. Fix that, or "
+            "set ropo.filter_ratio to a number in [0, 1)"
+        )
+    epsilon = holder_contamination(h, beta=beta, gamma=gamma)
+    return {
+        "rate": float(min(max(epsilon, 0.0), MAX_RATE)),
+        "epsilon": float(epsilon),
+        "beta": float(beta),
+        "gamma": float(gamma),
         "count": int(h.size),
         "ignored": int((~finite).sum()),
     }

@@ -6,6 +6,7 @@ built. A module of its own so that the framework's pieces (``framework``, ``reje
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from ropo_jax.errors import ConfigValueError
 
@@ -13,6 +14,22 @@ SELECTIONS = ("max_margin", "best_vs_worst_original", "reorient_original")
 RANKINGS = ("sum", "mean")
 FILTER_MODES = ("recompute", "cumulative")
 GRANULARITIES = ("dataset", "batch")
+# ρ estimated during the run instead of set (docs/ropo.md "Estimating ρ"): "auto" from the tail
+# ratio of the margins early in round 1 (``noise_rate.estimate_flip_rate``), "holder" from
+# Hölder-DPO's contamination estimate ε̂ of the margins at the end of round 1
+# (``noise_rate.estimate_holder_rate``). Either is used from the first w-step on.
+ESTIMATED_RATIOS = ("auto", "holder")
+# The framework methods (docs/method.md §3.6), each → the loss its rounds train with. Both filter
+# (the w-step); only ROPO rejection-samples new pairs (Hölder-DPO has no such step).
+FRAMEWORK_METHODS = {"ropo_full": "ropo", "holder_full": "holder_dpo"}
+RS_METHODS = ("ropo_full",)
+# What a framework method requires of ropo.filter_ratio (validated; absent: any value).
+FRAMEWORK_FILTER_RATIO = {"holder_full": "holder"}
+
+
+def method_loss(method: str) -> str:
+    """The loss ``method`` trains with: its own name, or a framework method's loss."""
+    return FRAMEWORK_METHODS.get(method, method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +37,7 @@ class RopoConfig:
     """The options of docs/method.md §3.7 (config keys ``ropo.*``)."""
 
     num_rounds: int = 1
-    # ρ, or "auto": estimated from the margins at the first w-step (ropo_jax/ropo/noise_rate.py).
+    # ρ, or "auto"/"holder": estimated from the margins in round 1 (ESTIMATED_RATIOS above).
     filter_ratio: float | str = 0.2
     filter_start_round: int = 2  # first round trained on filtered weights
     filter_mode: str = "recompute"
@@ -43,9 +60,13 @@ class RopoConfig:
     def __post_init__(self):
         if self.num_rounds < 1:
             raise ConfigValueError(f"ropo.num_rounds={self.num_rounds} must be >= 1")
-        if self.filter_ratio != "auto" and not 0.0 <= self.filter_ratio < 1.0:
+        ratio = self.filter_ratio
+        if ratio not in ESTIMATED_RATIOS and not (
+            isinstance(ratio, numbers.Real) and 0.0 <= ratio < 1.0
+        ):
             raise ConfigValueError(
-                f"ropo.filter_ratio={self.filter_ratio!r} must lie in [0, 1) or be 'auto'"
+                f"ropo.filter_ratio={self.filter_ratio!r} must lie in [0, 1) or be 'auto' or "
+                "'holder'"
             )
         if self.filter_mode not in FILTER_MODES:
             raise ConfigValueError(

@@ -14,8 +14,9 @@ so every method is trained by the same code for the same number of epochs. A rou
 ``suspects.jsonl`` (the discarded pairs as text, ``ropo_jax.ropo.suspects``), ``samples.jsonl`` (RS
 pairs with provenance and scores), ``rs_pairs/``, ``weights_next.npy``, ``eval.json``; its
 ``done.json`` is written last, so a killed run redoes at most the unfinished round (whose
-training resumes from its checkpoint). With ``ropo.filter_ratio="auto"`` the run's estimate of
-ρ is ``filter_ratio_estimate.json``.
+training resumes from its checkpoint). With ``ropo.filter_ratio="auto"`` or ``"holder"`` the
+run's estimate of ρ is ``filter_ratio_estimate.json``; every round's summary also reports the
+flip rate both estimators read from its end margins (``rate_estimates``).
 
 Shape key: N original examples.
 """
@@ -33,6 +34,7 @@ from absl import logging
 from ropo_jax.data.prepared import PreferenceData, load_prepared
 from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.inference import scoring
+from ropo_jax.losses.registry import DEFAULT_BETA, DEFAULT_HOLDER_GAMMA
 from ropo_jax.models import ModelConfig
 from ropo_jax.parallel import processes
 from ropo_jax.ropo import noise_rate, pair_text, suspects
@@ -43,7 +45,7 @@ from ropo_jax.ropo.framework import (
     step_config_for,
     w_step,
 )
-from ropo_jax.ropo.options import RopoConfig
+from ropo_jax.ropo.options import ESTIMATED_RATIOS, RopoConfig
 from ropo_jax.training import loop as trainer
 from ropo_jax.training import step as train
 from ropo_jax.training.metrics import flatten
@@ -70,6 +72,27 @@ class RoundsRun:
     reference_key: str | None = None
     texts: pair_text.PairText | None = None
     noise_applied: bool = False
+    # Hölder's γ where the loss has no holder_gamma knob (the config's loss.holder_gamma).
+    holder_gamma: float = DEFAULT_HOLDER_GAMMA
+
+    def holder_knobs(self) -> dict[str, float]:
+        """β and γ of Hölder's ε̂ (``noise_rate.estimate_holder_rate``): the loss's own knobs
+        where it has them (holder_dpo has both), else the loss's β and ``holder_gamma``."""
+        return {
+            "beta": float(self.hyperparams.get("beta", DEFAULT_BETA)),
+            "gamma": float(self.hyperparams.get("holder_gamma", self.holder_gamma)),
+        }
+
+    def train_logps(self, params, desc: str):
+        """The policy's (chosen, rejected) log-probs of every original pair under ``params``."""
+        return scoring.sequence_logps_over(
+            self.model_config,
+            params,
+            self.train_data,
+            batch_size=self.batch_size,
+            mesh=self.mesh,
+            desc=desc,
+        )
 
     def round_dir(self, t: int) -> str:
         path = os.path.join(self.workdir, f"round_{t}")
@@ -80,14 +103,7 @@ class RoundsRun:
         """Margin and loss of every original pair under ``params``, training orientation
         (from ``logps``, the policy's (chosen, rejected) log-probs, if already computed)."""
         if logps is None:
-            logps = scoring.sequence_logps_over(
-                self.model_config,
-                params,
-                self.train_data,
-                batch_size=self.batch_size,
-                mesh=self.mesh,
-                desc=desc,
-            )
+            logps = self.train_logps(params, desc)
         chosen_N, rejected_N = logps
         return scoring.example_scores(
             chosen_N,
@@ -99,11 +115,12 @@ class RoundsRun:
         )
 
 
-# --- ρ = "auto" ---------------------------------------------------------------------------------
+# --- ρ = "auto" or "holder" ----------------------------------------------------------------------
 
 
 def read_estimate(workdir: str) -> dict | None:
-    """The run's estimate of ρ (``filter_ratio="auto"``), or None before it is made."""
+    """The run's estimate of ρ (``filter_ratio="auto"`` or ``"holder"``; the latter's has
+    ``"estimator": "holder"``), or None before it is made."""
     path = os.path.join(workdir, ESTIMATE_FILE)
     if not processes.agree(os.path.exists(path)):
         return None
@@ -111,16 +128,47 @@ def read_estimate(workdir: str) -> dict | None:
         return json.load(f)
 
 
-def estimate_filter_ratio(run: RoundsRun, params, *, where: dict, logps=None) -> dict:
-    """Estimates the flip rate from the margins under ``params`` (``noise_rate``) and records
-    it, with where in training it was made and, under controlled noise, the realised rate."""
+def estimate_filter_ratio(
+    run: RoundsRun, params, *, where: dict, logps=None, ratio: str = "auto"
+) -> dict:
+    """Estimates the flip rate from the margins under ``params`` and records it, with where in
+    training it was made and, under controlled noise, the realised rate. ``ratio``: the
+    configured ``filter_ratio``, "auto" (the tail ratio, ``noise_rate.estimate_flip_rate``) or
+    "holder" (Hölder's ε̂, ``noise_rate.estimate_holder_rate``, recorded with
+    ``"estimator": "holder"``)."""
     margin_N = run.scores(params, desc="estimate ρ", logps=logps)["margin"]
-    estimate = {**noise_rate.estimate_flip_rate(margin_N), **where}
+    if ratio == "holder":
+        found = noise_rate.estimate_holder_rate(margin_N, **run.holder_knobs())
+        estimate = {"estimator": "holder", **found, **where}
+    else:
+        estimate = {**noise_rate.estimate_flip_rate(margin_N), **where}
     if run.noise_applied:
         estimate["realised_rate"] = float(np.mean(run.train_data.is_flipped))
     processes.write_json(os.path.join(run.workdir, ESTIMATE_FILE), estimate)
-    logging.info("filter_ratio=auto: estimated ρ = %.4f (%s)", estimate["rate"], where)
+    logging.info("filter_ratio=%s: estimated ρ = %.4f (%s)", ratio, estimate["rate"], where)
     return estimate
+
+
+def rate_estimates(run: RoundsRun, margin_N) -> dict:
+    """The flip rate as each estimator reads it from ``margin_N`` (a round's end margins), side
+    by side: Hölder's ε̂ and the tail ratio, both capped at ``noise_rate.MAX_RATE``, and under
+    controlled noise the realised rate (else None). An estimator that fails (too few finite
+    margins, invalid knobs) gives None."""
+
+    def guarded(name, estimate):
+        try:
+            return float(estimate()["rate"])
+        except (ValueError, TypeError, ArithmeticError) as error:
+            logging.warning("rate estimate %s failed: %s", name, error)
+            return None
+
+    return {
+        "holder": guarded(
+            "holder", lambda: noise_rate.estimate_holder_rate(margin_N, **run.holder_knobs())
+        ),
+        "tail_ratio": guarded("tail_ratio", lambda: noise_rate.estimate_flip_rate(margin_N)),
+        "realised": float(np.mean(run.train_data.is_flipped)) if run.noise_applied else None,
+    }
 
 
 def _epoch_hook(run: RoundsRun, t: int, probe, needs_estimate: bool, final_logps: dict):
@@ -239,21 +287,17 @@ def _finish_round(
     training ("train") and held-out ("heldout") pairs under ``params``, where known."""
     ropo, round_dir = dataclasses.replace(run.ropo, filter_ratio=rate), run.round_dir(t)
     if "train" not in logps:
-        logps["train"] = scoring.sequence_logps_over(
-            run.model_config,
-            params,
-            run.train_data,
-            batch_size=run.batch_size,
-            mesh=run.mesh,
-            desc=f"round {t} scores",
-        )
+        logps["train"] = run.train_logps(params, desc=f"round {t} scores")
     scores = run.scores(params, desc=f"round {t} scores", logps=logps["train"])
     filter_next = (
         ropo.filtering and ropo.filter_granularity == "dataset" and t + 1 >= ropo.filter_start_round
     )
     # The baselines never apply it; their "discarded" set (suspects, identification) is the
     # ⌊ρN⌋ pairs the policy contradicts most (lowest h), the same ranking for every loss.
-    ranking_N = scores["loss"] if ropo.filtering else -scores["margin"]
+    # Hölder-DPO's loss is strictly decreasing in h, so its w-step ranks by −h too: the same
+    # order (its flagged pairs, lowest σ(βh) first) without the ties of a saturated loss.
+    by_loss = ropo.filtering and run.loss != "holder_dpo"
+    ranking_N = scores["loss"] if by_loss else -scores["margin"]
     keep_N = w_step(ranking_N, ropo=ropo, previous_keep_N=weights_N > 0) > 0
     n = len(run.train_data)
     next_weights_N = keep_N.astype(np.float32) if filter_next else np.ones(n, np.float32)
@@ -268,6 +312,7 @@ def _finish_round(
     summary = {
         "round": t,
         "filter_ratio": rate,
+        "rate_estimates": rate_estimates(run, scores["margin"]),
         "noise_identification": eval_lib.noise_identification(
             scores["margin"], run.train_data.is_flipped, filter_ratio=rate
         ),
@@ -336,14 +381,14 @@ def run_rounds(
     summary (``heldout_logps``: the probe's, when it scored the held-out pairs with ``params``,
     else None)."""
     ropo, n = run.ropo, len(run.train_data)
-    auto = ropo.filter_ratio == "auto"
-    estimate = read_estimate(run.workdir) if auto else None
-    rate = estimate["rate"] if estimate else (None if auto else ropo.filter_ratio)
+    estimated = ropo.filter_ratio in ESTIMATED_RATIOS
+    estimate = read_estimate(run.workdir) if estimated else None
+    rate = estimate["rate"] if estimate else (None if estimated else ropo.filter_ratio)
     weights_N, rs_data, opt_state, summaries = np.ones(n, np.float32), None, None, []
     params = run.sft_params
     step_config = step_config_for(step_template, run.loss, run.hyperparams)
     # One schedule over every round (unless restarted); with ρ unknown, as if ρ were its cap.
-    bound = dataclasses.replace(ropo, filter_ratio=noise_rate.MAX_RATE if auto else rate)
+    bound = dataclasses.replace(ropo, filter_ratio=noise_rate.MAX_RATE if estimated else rate)
     shared_schedule = 0 if ropo.restart_optimizer else schedule_steps(stage_template, n, bound)
     for t in range(1, ropo.num_rounds + 1):
         round_dir = run.round_dir(t)
@@ -370,7 +415,9 @@ def run_rounds(
             reference=None if step_config.online_reference else reference_t,
             ref_params=run.sft_params if step_config.online_reference else None,
             example_weights=weights_t,
-            on_epoch=_epoch_hook(run, t, probe, rate is None, final_logps),
+            on_epoch=_epoch_hook(
+                run, t, probe, rate is None and ropo.filter_ratio == "auto", final_logps
+            ),
             init_opt_state=opt_state,
             # Round 1 starts from the SFT parameters, which later rounds and the evaluation
             # still read; a later round's start is the previous round's state, read by no one
@@ -381,6 +428,21 @@ def run_rounds(
         params = state.params
         opt_state = None if ropo.restart_optimizer else state.opt_state
         del state  # with restart_optimizer, the finished round's moments are not kept
+        if rate is None and ropo.filter_ratio == "holder":
+            # Hölder's ε̂ of the trained policy at the round's end (as the paper estimates it,
+            # after training), from the log-probs the round's end then reuses.
+            estimate = read_estimate(run.workdir)
+            if estimate is None:
+                if "train" not in final_logps:
+                    final_logps["train"] = run.train_logps(params, desc="estimate ρ")
+                estimate = estimate_filter_ratio(
+                    run,
+                    params,
+                    where={"round": t, "at": "end"},
+                    logps=final_logps["train"],
+                    ratio="holder",
+                )
+            rate = estimate["rate"]
         if rate is None:  # the estimate the epoch hook made, or one now
             estimate = read_estimate(run.workdir) or estimate_filter_ratio(
                 run, params, where={"round": t, "at": "end"}

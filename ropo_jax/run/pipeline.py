@@ -37,7 +37,7 @@ from ropo_jax.instructions import dataset as instruction_dataset
 from ropo_jax.parallel import processes, sharding
 from ropo_jax.ropo import pair_text
 from ropo_jax.ropo import rounds as rounds_lib
-from ropo_jax.ropo.options import RopoConfig
+from ropo_jax.ropo.options import FRAMEWORK_METHODS, RS_METHODS, RopoConfig, method_loss
 from ropo_jax.run import tasks
 from ropo_jax.run.stage_times import StageTimes
 from ropo_jax.synthetic import dataset as synthetic_dataset
@@ -306,14 +306,14 @@ def step_config(config: ml_collections.ConfigDict) -> train.StepConfig:
 
 
 def ropo_config(config: ml_collections.ConfigDict) -> RopoConfig:
-    """``config.ropo``; filtering and rejection sampling only for ``ropo_full``."""
-    full = config.method == "ropo_full"
+    """``config.ropo``; filtering only for the framework methods (``ropo_full``,
+    ``holder_full``), rejection sampling only for ``ropo_full`` (Hölder-DPO has none)."""
     return configs.to_dataclass(
         RopoConfig,
         config.ropo,
         "ropo",
-        filtering=full,
-        rs_enabled=full and config.ropo.rs.enabled,
+        filtering=config.method in FRAMEWORK_METHODS,
+        rs_enabled=config.method in RS_METHODS and config.ropo.rs.enabled,
     )
 
 
@@ -465,10 +465,11 @@ def preference_rounds(
     ctx: RunContext, model_config, sft_params, data: tasks.RunData, reference: Reference, probe
 ):
     """Every method through the same loop (docs/method.md §3.6): ROPO's rounds filter and
-    rejection-sample; the baselines' rounds only train, for the same number of epochs.
-    Returns ``(params, loss, results.json entries, final log-probs)``."""
+    rejection-sample, Hölder's (``holder_full``) filter; the baselines' rounds only train, for
+    the same number of epochs. Returns ``(params, loss, results.json entries, final
+    log-probs)``."""
     config = ctx.config
-    loss = "ropo" if config.method == "ropo_full" else config.method
+    loss = method_loss(config.method)
     stage = dataclasses.replace(
         stage_config(config.train, "round", "preference", config.seed, key="train"),
         epochs=float(config.ropo.epochs_per_round),
@@ -503,6 +504,7 @@ def preference_rounds(
         reference_key="" if reference is None else reference.key,
         texts=pair_texts(ctx.task, data),
         noise_applied=config.noise.kind != "none",
+        holder_gamma=float(config.loss.get("holder_gamma", losses.registry.DEFAULT_HOLDER_GAMMA)),
     )
     params, rounds, final_logps = rounds_lib.run_rounds(
         run,

@@ -25,12 +25,17 @@ from ropo_jax.evaluation.generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
 from ropo_jax.models.attention import IMPLS as ATTENTION_IMPLS
 from ropo_jax.models.config import REMAT_CHOICES
-from ropo_jax.ropo.options import FILTER_MODES, GRANULARITIES
+from ropo_jax.ropo.options import (
+    ESTIMATED_RATIOS,
+    FILTER_MODES,
+    FRAMEWORK_METHODS,
+    GRANULARITIES,
+)
 from ropo_jax.ropo.rejection_sampling import RANKINGS, SELECTIONS
 from ropo_jax.training.optim import SCHEDULES
 from ropo_jax.training.step import NAN_POLICIES
 
-METHODS = (*registry.LOSSES, "ropo_full", "sft")
+METHODS = (*registry.LOSSES, *FRAMEWORK_METHODS, "sft")
 TASKS = ("prepared", "synthetic", "instructions")
 DTYPES = ("float32", "bfloat16", "float16")
 REWARD_DEVICES = ("auto", "cpu", "cuda")  # reward_model.RewardModel(device=...)
@@ -184,7 +189,8 @@ ROPO_RULES = {
     "num_rounds": POSITIVE,
     "epochs_per_round": real(0, open_low=True),
     "filter_ratio": Rule(
-        lambda v: v == "auto" or real(0, 1, open_high=True).ok(v), "a number in [0, 1) or 'auto'"
+        lambda v: v in ESTIMATED_RATIOS or real(0, 1, open_high=True).ok(v),
+        "a number in [0, 1), 'auto' or 'holder'",
     ),
     "filter_start_round": POSITIVE,
     "filter_mode": one_of(FILTER_MODES),

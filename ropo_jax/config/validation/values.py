@@ -30,6 +30,7 @@ from ropo_jax.instructions.dataset import DataConfig as InstructionsConfig
 from ropo_jax.losses import registry
 from ropo_jax.losses.pairwise import HYPERPARAM_RULES, LCPO_BASES
 from ropo_jax.models.config import PRESETS
+from ropo_jax.ropo.options import FRAMEWORK_FILTER_RATIO, FRAMEWORK_METHODS
 from ropo_jax.synthetic.dataset import DataConfig
 from ropo_jax.synthetic.task import TaskConfig
 
@@ -70,10 +71,11 @@ def _check_noise(config) -> None:
 
 def _check_loss(config) -> None:
     """The knobs the method's loss takes (pipeline.loss_hyperparams): ``sft`` is scored with
-    dpo's, ``ropo_full`` trains with ropo's; a negative label_smoothing/flip_rate means the
-    noise rate. Then the loss registry's own check of the whole set (``hyperparams_from``)."""
+    dpo's, a framework method trains with its loss's (``ropo_full`` ropo's, ``holder_full``
+    holder_dpo's); a negative label_smoothing/flip_rate means the noise rate. Then the loss
+    registry's own check of the whole set (``hyperparams_from``)."""
     method = config.method
-    loss = {"ropo_full": "ropo", "sft": "dpo"}.get(method, method)
+    loss = {**FRAMEWORK_METHODS, "sft": "dpo"}.get(method, method)
     knobs = dict(block_of(config, "loss"))
     for key in ("label_smoothing", "flip_rate"):
         if is_real(knobs.get(key)) and knobs[key] < 0:
@@ -97,7 +99,23 @@ def _check_loss(config) -> None:
 
 
 def _check_ropo(config) -> None:
-    """What RopoConfig.__post_init__ checks, before SFT and scoring rather than after."""
+    """What RopoConfig.__post_init__ checks, before SFT and scoring rather than after; a
+    framework method's required ρ (``holder_full``: "holder"); Hölder's γ where ρ = "holder"
+    reads it but the loss does not take it."""
+    method, ratio = config.method, config.ropo.filter_ratio
+    required = FRAMEWORK_FILTER_RATIO.get(method)
+    if required is not None and ratio != required:
+        fail(
+            f"config.ropo.filter_ratio={ratio!r}: method {method!r} filters the pairs Hölder-DPO "
+            f"flags, ⌊N·ε̂⌋ of them: set --config.ropo.filter_ratio={required}"
+        )
+    gamma = config.loss.get("holder_gamma", registry.DEFAULT_HOLDER_GAMMA)
+    ok, requirement = HYPERPARAM_RULES["holder_gamma"]
+    if ratio == "holder" and not (is_real(gamma) and ok(float(gamma))):
+        fail(
+            f"config.loss.holder_gamma={gamma!r}: {requirement} (Hölder's ε̂ of "
+            "ropo.filter_ratio='holder')"
+        )
     rs = config.ropo.rs
     if rs.selection == "best_vs_worst_original" and not rs.include_original:
         fail(
