@@ -77,6 +77,7 @@ print(json.dumps(rows))
 """
 
 
+@pytest.mark.e2e
 def test_a_prepared_split_is_a_tfds_dataset_read_without_ropo_jax_or_tensorflow(prepared_dir):
     names = set(os.listdir(prepared_dir))
     assert {"dataset_info.json", "features.json", "manifest.json"} <= names
@@ -146,6 +147,7 @@ def _format_1(directory, data: PreferenceData):
         json.dump(dict(manifest, format_version=1), f)
 
 
+@pytest.mark.e2e
 def test_the_old_format_is_refused_with_the_converter_which_keeps_every_example(
     prepared_dir, tmp_path
 ):
@@ -241,6 +243,7 @@ def test_prepare_and_load_go_through_epath(tmp_path):
     ]
 
 
+@pytest.mark.e2e
 def test_no_tensorflow_in_a_run(tmp_path):
     """A whole run (prepare inside the run, train, score, evaluate) imports no TensorFlow."""
     script = (
