@@ -20,6 +20,7 @@ differs (a test runs it on docs/RESULTS.md); ``--write=FILE`` rewrites the block
 
 import argparse
 import difflib
+import glob
 import os
 import re
 import shlex
@@ -33,6 +34,7 @@ COLUMNS = (
     ("clean held-out acc.", run_results.clean_accuracy),
     ("noise AUROC", run_results.noise_auroc),
     ("noise F1 (top-ρ)", lambda r: r["noise_identification"].get("f1")),
+    ("flipped fit (epoch 1)", run_results.flipped_fit_first_epoch),
     ("flipped fit (end)", run_results.flipped_fit),
     ("KL (end)", run_results.final_kl),
     ("gold reward @ noisy-val pick", run_results.selected_gold_reward),
@@ -190,8 +192,10 @@ def main():
         raise SystemExit("give --root (or --check/--write with a Markdown file)")
     text = render(args)
     print(text)
-    with open(os.path.join(args.root, "results.md"), "w") as f:
-        f.write(text + "\n")
+    # Run directories get the table beside them; committed records (results/) stay records only.
+    if not glob.glob(os.path.join(args.root, "*", "provenance.json")):
+        with open(os.path.join(args.root, "results.md"), "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

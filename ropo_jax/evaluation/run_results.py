@@ -134,6 +134,12 @@ def noise_auroc(run: dict[str, Any]) -> float | None:
     return run["noise_identification"].get("auroc")
 
 
+def flipped_fit_first_epoch(run: dict[str, Any]) -> float | None:
+    """The flipped-fit rate at the end of the first epoch: how fast the noise is memorised."""
+    at_one = [r for r in run.get("dynamics") or [] if r.get("epoch") == 1.0]
+    return at_one[0].get("flipped_fit_rate") if at_one else None
+
+
 def _last_dynamics(run: dict[str, Any], key: str) -> float | None:
     curve = run.get("dynamics") or []
     return curve[-1].get(key) if curve else None
