@@ -41,6 +41,9 @@ COLUMNS = (
     ("RS gold agreement", run_results.rs_gold_agreement),
     ("RS length gap", run_results.rs_length_gap),
     ("ρ estimate", run_results.estimated_filter_ratio),
+    ("ε̂ Hölder (round 1)", run_results.holder_estimate_round1),
+    ("ε̂ Hölder (end)", run_results.holder_estimate_end),
+    ("ρ̂ tail ratio (round 1)", run_results.tail_ratio_estimate_round1),
     ("realised flip rate", run_results.realised_noise_rate),
 )
 # Columns without any value in the runs (e.g. dynamics of older runs) are left out.

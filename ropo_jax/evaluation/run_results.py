@@ -190,6 +190,28 @@ def estimated_filter_ratio(run: dict[str, Any]) -> float | None:
     return estimate.get("rate") if estimate else None
 
 
+def _round_rate_estimate(run: dict[str, Any], name: str, round_index: int) -> float | None:
+    rounds = run.get("rounds") or []
+    if not rounds or abs(round_index) > len(rounds):
+        return None
+    return (rounds[round_index].get("rate_estimates") or {}).get(name)
+
+
+def holder_estimate_round1(run: dict[str, Any]) -> float | None:
+    """Hölder's ε̂ from the margins at the end of round 1 (the estimate ``holder_full`` uses)."""
+    return _round_rate_estimate(run, "holder", 0)
+
+
+def holder_estimate_end(run: dict[str, Any]) -> float | None:
+    """Hölder's ε̂ from the margins at the end of the last round."""
+    return _round_rate_estimate(run, "holder", -1)
+
+
+def tail_ratio_estimate_round1(run: dict[str, Any]) -> float | None:
+    """ROPO's tail-ratio estimate ρ̂ from the margins at the end of round 1."""
+    return _round_rate_estimate(run, "tail_ratio", 0)
+
+
 def filter_ratio_estimator(run: dict[str, Any]) -> str | None:
     """Which estimator made the run's ρ: "holder" (Hölder's ε̂, ``filter_ratio="holder"``),
     "tail_ratio" (``filter_ratio="auto"``, whose record names none) or None (no estimate)."""
