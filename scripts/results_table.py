@@ -1,8 +1,9 @@
 """Prints a markdown table of the runs under a root directory (their ``results.json``: run
 directories, or the committed run records of ``results/``) and writes it to ROOT/results.md.
 ``--seeds=mean`` folds runs that differ only in their ``_seedN`` suffix into one row of mean ±
-sample std (``--spread=stderr``: ± standard error) over n seeds; ``--match=TEXT`` keeps the runs
-whose name contains TEXT.
+sample std (``--spread=stderr``: ± standard error) over n seeds; ``--match=REGEX`` keeps the runs
+whose name it matches (``re.search``); ``--columns=NAME,NAME`` keeps those columns (the headers
+below, and the paired ones by their short names: ``win rate``, ``gold reward``, ``gold @ pick``).
 
     python scripts/results_table.py --root=runs/quickstart
     python scripts/results_table.py --root=results/regime --seeds=mean --baseline=dpo
@@ -73,8 +74,13 @@ def _present(columns, runs):
     return tuple((name, get) for name, get in columns if run_results.values(runs, get))
 
 
-def per_run_table(runs: list[dict]) -> str:
-    columns = _present(COLUMNS, runs)
+def _select(columns, names: list[str] | None):
+    """``columns`` restricted to ``names`` (in the table's order); all when None."""
+    return columns if names is None else tuple((n, get) for n, get in columns if n in names)
+
+
+def per_run_table(runs: list[dict], names: list[str] | None = None) -> str:
+    columns = _present(_select(COLUMNS, names), runs)
     header = ["run", "method", "noise", "seed", *(c for c, _ in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(runs, key=lambda r: _in_method_order(r["run"], r["method"])):
@@ -83,8 +89,11 @@ def per_run_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def seed_mean_table(runs: list[dict], baseline: str = "", spread: str = "std") -> str:
-    columns, paired_columns = _present(COLUMNS, runs), _present(PAIRED, runs)
+def seed_mean_table(
+    runs: list[dict], baseline: str = "", spread: str = "std", names: list[str] | None = None
+) -> str:
+    columns = _present(_select(COLUMNS, names), runs)
+    paired_columns = _present(_select(PAIRED, names), runs)
     paired = [f"Δ {name} vs {baseline} (paired, 95% CI)" for name, _ in paired_columns]
     header = ["variant", "method", "noise", "seeds", *(c for c, _ in columns)]
     header += paired if baseline else []
@@ -124,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="run directories or run records (results/NAME)")
     parser.add_argument("--seeds", choices=("each", "mean"), default="each")
     parser.add_argument("--spread", choices=("std", "stderr"), default="std")
-    parser.add_argument("--match", default="", help="only the runs whose name contains this")
+    parser.add_argument("--match", default="", help="a regex: only the runs whose name it matches")
+    parser.add_argument("--columns", help="comma-separated column names to keep (default: all)")
     parser.add_argument(
         "--baseline",
         default="",
@@ -138,12 +148,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def render(args: argparse.Namespace) -> str:
-    runs = [r for r in run_results.load_runs(args.root) if args.match in r["run"]]
+    runs = [r for r in run_results.load_runs(args.root) if re.search(args.match, r["run"])]
     if not runs:
         raise SystemExit(f"no run with results.json under {args.root} (match {args.match!r})")
+    names = None
+    if args.columns:
+        names = [n.strip() for n in args.columns.split(",")]
+        known = {n for n, _ in COLUMNS + PAIRED}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise SystemExit(f"--columns: unknown {unknown}; choose from {sorted(known)}")
     if args.seeds == "mean":
-        return seed_mean_table(runs, args.baseline, args.spread)
-    return per_run_table(runs)
+        return seed_mean_table(runs, args.baseline, args.spread, names)
+    return per_run_table(runs, names)
 
 
 def render_blocks(path: str) -> tuple[str, str]:
