@@ -247,7 +247,7 @@ def test_accelerator_suite_names_real_scripts_and_flags_within_its_budget():
 
 def test_real_model_gpu_sweep_runs_the_whole_sweep_within_its_budget(tmp_path):
     """scripts/bench/real_model_gpu.sh, printed with DRY_RUN=1: the first run is the sweep's
-    own first command, the sweep is the real-model sweep at the gpu preset (18 runs: 3 methods
+    own first command, the sweep is the real-model sweep at the gpu preset (24 runs: 4 methods
     × 2 rates × 3 seeds), and the parts' limits add up to ≤ 8 minutes."""
     import re
 
@@ -277,7 +277,7 @@ def test_real_model_gpu_sweep_runs_the_whole_sweep_within_its_budget(tmp_path):
         cwd=ROOT,
         check=True,
     ).stdout.splitlines()
-    assert len(listed) == 18
+    assert len(listed) == 24  # 4 methods × 2 rates × 3 seeds
     assert all("--config=experiments/real_model.py:gpu" in line for line in listed)
     first = re.search(r"^== first_run \(≤ \d+ s\): bash -c (.*)$", out, re.M).group(1)
     assert first.split()[1:] == listed[0].split()[1:]  # the same run, whichever python

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real-model benchmark's whole sweep at full scale on one NVIDIA H100/H200 (≤ 8 minutes):
-# experiments/sweeps/real_model.py:gpu — DPO, the ROPO loss and ROPO-full at 40 % and 20 %
-# symmetric noise × 3 seeds (18 runs of experiments/real_model.py:gpu), then the tables.
+# experiments/sweeps/real_model.py:gpu — DPO, the ROPO loss, ROPO loss + filtering and ROPO-full
+# at 40 % and 20 % exact symmetric noise × 3 seeds (24 runs of experiments/real_model.py:gpu),
+# then the tables.
 #
 #   scripts/bench/real_model_gpu.sh [ROOT]      # default: $OUT/real_gpu, else runs/real_gpu
 #   DRY_RUN=1 scripts/bench/real_model_gpu.sh   # print the commands, run nothing
@@ -9,7 +10,7 @@
 # Needs the checkpoint (python scripts/fetch_smollm2.py, or ROPO_JAX_SMOLLM2=DIR).
 # 1. the first run alone: it samples the shared candidates (1024 + 256 prompts × 8 samples,
 #    cached under the preset's instructions.cache_dir) and fills the compilation cache;
-# 2. the other 17 runs, PARALLEL (default 6) processes at a time sharing the GPU: a 135M-
+# 2. the other 23 runs, PARALLEL (default 6) processes at a time sharing the GPU: a 135M-
 #    parameter run needs a few GiB, so each process allocates on demand, capped at a share of
 #    the GPU's memory, and reuses the first run's compiled programs (the runs share config.compilation_cache_dir);
 # 3. scripts/results_table.py over ROOT: paired differences against DPO, mean ± stderr.
