@@ -9,8 +9,8 @@ claim is about without being over after one epoch (at the preset's earlier 2e-5,
 down from there). Measured: at 2e-6 the fit rates after one epoch are the same as at 5e-6 to the
 pair (94 % / 95 %): the fit rate is the sign of h, which each pair's own gradient step sets
 however small the step, so this criterion cannot choose the rate on this data; docs/RESULTS.md
-("The benchmark on a real model") says what to use instead. The records of these runs are kept and read as
-calibration only (``results/real_model_calibration``).
+("The benchmark on a real model") says what to use instead. The records of these runs are kept
+and read as calibration only (``results/real_model_calibration``).
 
 ARG: ``[PRESET]`` (default ``cpu``).
 
