@@ -33,21 +33,29 @@ class FlipRateEstimateError(UserError, ValueError):
     """``ropo.filter_ratio="auto"`` found too few finite margins to estimate ρ from."""
 
 
+def _finite_margins(margin_N, *, needed: int, ratio: str) -> tuple[np.ndarray, int]:
+    """(the finite margins, how many were not) — at least ``needed`` of them, else the error
+    that names ``ropo.filter_ratio=ratio`` and the fixes."""
+    margin_N = np.asarray(margin_N, np.float64)
+    finite = np.isfinite(margin_N)
+    h = margin_N[finite]
+    if h.size < needed:
+        raise FlipRateEstimateError(
+            f"ropo.filter_ratio={ratio!r}: estimating the flip rate needs >= {needed} finite "
+            f"margins, got {h.size} of {margin_N.size} ({int((~finite).sum())} NaN or "
+            "infinite): the policy's log-probs are not finite (training diverged; lower "
+            f"train.learning_rate) or there are fewer than {needed} training pairs. Fix that, "
+            "or set ropo.filter_ratio to a number in [0, 1)"
+        )
+    return h, int((~finite).sum())
+
+
 def estimate_flip_rate(margin_N: np.ndarray, *, tail_quantile: float = 0.5) -> dict:
     """ε̂ from the tail ratio of the finite margins at x = the ``tail_quantile`` quantile of
     |h|, as ``{"rate", "threshold", "lower_tail", "upper_tail", "count", "ignored"}`` (the
     tails as fractions of the margins used; NaNs are ignored and counted). Raises
     ``FlipRateEstimateError`` when fewer than two margins are finite."""
-    margin_N = np.asarray(margin_N, np.float64)
-    finite = np.isfinite(margin_N)
-    h = margin_N[finite]
-    if h.size < 2:
-        raise FlipRateEstimateError(
-            f"ropo.filter_ratio='auto': estimating the flip rate needs >= 2 finite margins, got "
-            f"{h.size} of {margin_N.size} ({int((~finite).sum())} NaN or infinite): the policy's "
-            "log-probs are not finite (training diverged; lower train.learning_rate) or there are "
-            "fewer than 2 training pairs. Fix that, or set ropo.filter_ratio to a number in [0, 1)"
-        )
+    h, ignored = _finite_margins(margin_N, needed=2, ratio="auto")
     threshold = float(np.quantile(np.abs(h), tail_quantile))
     lower, upper = float(np.mean(h < -threshold)), float(np.mean(h > threshold))
     ratio = lower / upper if upper > 0 else np.inf
@@ -58,7 +66,7 @@ def estimate_flip_rate(margin_N: np.ndarray, *, tail_quantile: float = 0.5) -> d
         "lower_tail": lower,
         "upper_tail": upper,
         "count": int(h.size),
-        "ignored": int((~finite).sum()),
+        "ignored": ignored,
     }
 
 
@@ -67,16 +75,7 @@ def estimate_holder_rate(margin_N: np.ndarray, *, beta: float, gamma: float) -> 
     margins, clamped to [0, MAX_RATE], as ``{"rate", "epsilon", "beta", "gamma", "count",
     "ignored"}`` (``epsilon``: ε̂ before the clamp; NaNs are ignored and counted). Raises
     ``FlipRateEstimateError`` when no margin is finite, ValueError for invalid knobs."""
-    margin_N = np.asarray(margin_N, np.float64)
-    finite = np.isfinite(margin_N)
-    h = margin_N[finite]
-    if h.size < 1:
-        raise FlipRateEstimateError(
-            f"ropo.filter_ratio='holder': Hölder's contamination estimate needs finite margins, "
-            f"got none of {margin_N.size}: the policy's log-probs are not finite (training "
-            "diverged; lower train.learning_rate) or there are no training pairs. Fix that, or "
-            "set ropo.filter_ratio to a number in [0, 1)"
-        )
+    h, ignored = _finite_margins(margin_N, needed=1, ratio="holder")
     epsilon = holder_contamination(h, beta=beta, gamma=gamma)
     return {
         "rate": float(min(max(epsilon, 0.0), MAX_RATE)),
@@ -84,5 +83,5 @@ def estimate_holder_rate(margin_N: np.ndarray, *, beta: float, gamma: float) -> 
         "beta": float(beta),
         "gamma": float(gamma),
         "count": int(h.size),
-        "ignored": int((~finite).sum()),
+        "ignored": ignored,
     }
