@@ -59,7 +59,9 @@ def test_holder_rate_is_capped_and_needs_a_finite_margin():
     margin_N = np.array([-1e4] * 6 + [1e4] * 4)
     estimate = estimate_holder_rate(margin_N, beta=1.0, gamma=2.0)
     assert estimate["epsilon"] == pytest.approx(0.6) and estimate["rate"] == MAX_RATE
-    with pytest.raises(FlipRateEstimateError, match=r"filter_ratio='holder'.*needs >= 1 finite margins"):
+    with pytest.raises(
+        FlipRateEstimateError, match=r"filter_ratio='holder'.*needs >= 1 finite margins"
+    ):
         estimate_holder_rate(np.array([np.nan, np.inf]), beta=1.0, gamma=2.0)
     with pytest.raises(ValueError, match="holder_gamma"):
         estimate_holder_rate(margin_N, beta=1.0, gamma=0.0)
