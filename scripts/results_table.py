@@ -35,6 +35,9 @@ COLUMNS = (
     ("clean held-out acc.", run_results.clean_accuracy),
     ("noise AUROC", run_results.noise_auroc),
     ("noise F1 (top-ρ)", lambda r: r["noise_identification"].get("f1")),
+    # At the count the method sets aside: ρN for ROPO (and for the methods that do not filter,
+    # ranked by -h), ⌊N·ε̂⌋ for Hölder + removal.
+    ("noise precision (flagged)", lambda r: r["noise_identification"].get("precision")),
     ("flipped fit (epoch 1)", run_results.flipped_fit_first_epoch),
     ("flipped fit (end)", run_results.flipped_fit),
     ("KL (end)", run_results.final_kl),
@@ -47,7 +50,9 @@ COLUMNS = (
     ("ρ̂ tail ratio (round 1)", run_results.tail_ratio_estimate_round1),
     ("realised flip rate", run_results.realised_noise_rate),
 )
-# Columns without any value in the runs (e.g. dynamics of older runs) are left out.
+# Columns without any value in the runs (e.g. dynamics of older runs) are left out; these only
+# appear where --columns names them (the older tables keep their shape).
+ON_REQUEST = frozenset({"noise precision (flagged)"})
 PAIRED = (
     ("win rate", run_results.win_rate),
     ("gold reward", run_results.gold_reward),
@@ -75,8 +80,10 @@ def _present(columns, runs):
 
 
 def _select(columns, names: list[str] | None):
-    """``columns`` restricted to ``names`` (in the table's order); all when None."""
-    return columns if names is None else tuple((n, get) for n, get in columns if n in names)
+    """``columns`` restricted to ``names`` (in the table's order); all but ON_REQUEST when None."""
+    if names is None:
+        return tuple((n, get) for n, get in columns if n not in ON_REQUEST)
+    return tuple((n, get) for n, get in columns if n in names)
 
 
 def per_run_table(runs: list[dict], names: list[str] | None = None) -> str:
