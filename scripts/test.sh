@@ -11,6 +11,8 @@ echo "[test] SmolLM2-135M-Instruct (scripts/fetch_smollm2.py)"
 python scripts/fetch_smollm2.py
 echo "[test] pytest"
 if [ "$#" -eq 0 ]; then
-  set -- -m "not slow and not gpu"
+  # Two workers, a test module each at a time (module fixtures are built once); the longest
+  # modules start first (tests/conftest.py). ROPO_JAX_TEST_WORKERS=0 runs in one process.
+  set -- -m "not slow and not gpu" -n "${ROPO_JAX_TEST_WORKERS:-2}" --dist loadfile
 fi
 python -m pytest "$@"

@@ -20,7 +20,30 @@ def _has_accelerator() -> bool:
     return any(d.platform != "cpu" for d in jax.devices())
 
 
+# The longest modules of the default run (docs/testing.md), longest first. Under
+# `pytest -n 2 --dist loadfile` (./scripts/test.sh) modules go to the workers in collection
+# order, so starting these first keeps one of them from being the run's tail on one worker.
+LONGEST_FIRST = (
+    "real_model_pipeline_test.py",
+    "multiprocess_test.py",
+    "main_test.py",
+    "hf_pipeline_test.py",
+    "experiments_test.py",
+    "completion_head_test.py",
+    "bench_test.py",
+    "holder_full_test.py",
+    "pipeline_test.py",
+    "ropo_test.py",
+)
+
+
+def _module_rank(item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_module_rank)  # stable: the order within a module and among the rest is kept
     if _has_accelerator():
         return
     skip_gpu = pytest.mark.skip(reason="needs an accelerator (GPU/TPU)")
