@@ -13,6 +13,14 @@ or the defaults of experiment configs, exactly as a run of ``ropo_jax.main`` wou
     python scripts/memory_plan.py \\
         --experiments=experiments/paper/ultrafeedback.py:mistral_7b,experiments/sft.py
 
+With ``--lora_rank=R`` (R > 0) the step trains LoRA adapters (docs/lora.md) on
+``--lora_targets`` over a frozen base held in ``--lora_base_dtype``: the arguments are then the
+base + the float32 adapters and their AdamW moments + the batch, e.g. a 7B model on one 80 GB
+GPU or a v5e-8 (8 × 16 GiB)::
+
+    python scripts/memory_plan.py --models=mistral_7b,llama3_8b --layouts=1x1x1 \\
+        --batch_pairs=8 --remat=full --lora_rank=16
+
 The step is the project's own (``ropo_jax.training.step.make_train_step``): policy forward over
 chosen+rejected (2·pairs sequences per micro-batch), the LM head on the response positions only
 (``--response_len`` of them per sequence), DPO loss with cached reference log-probs (no reference
@@ -63,6 +71,15 @@ _EXPERIMENTS = flags.DEFINE_list(
 _DEVICE_GIB = flags.DEFINE_float(
     "device_memory_gib", 80.0, "Memory per device the plan must fit (80: A100/H100 80 GB)."
 )
+_LORA_RANK = flags.DEFINE_integer("lora_rank", 0, "LoRA rank (0: full-weight training).")
+_LORA_TARGETS = flags.DEFINE_list(
+    "lora_targets", ["q", "k", "v", "o", "gate", "up", "down"], "LoRA's projections."
+)
+_LORA_BASE_DTYPE = flags.DEFINE_string(
+    "lora_base_dtype",
+    "bfloat16",
+    "dtype of LoRA's frozen base (its checkpoint's: bfloat16 for the published 7B/8B ones).",
+)
 NAN_POLICY = "skip"
 
 
@@ -102,7 +119,17 @@ def plan(config, mesh_shape, pairs: int, seq_len: int, response_len: int) -> dic
     """Lowers ropo_jax.training.step's DPO step (cached reference) on abstract sharded inputs."""
     mesh = _mesh(mesh_shape)
     optimizer = optim.make_optimizer(learning_rate=5e-7, total_steps=1000, warmup_steps=100)
-    abstract_state = jax.eval_shape(lambda: train.init_state(config, optimizer, jax.random.key(0)))
+    base = None
+    if config.lora is not None:  # LoRA: the frozen base is the step's third argument
+        weights = config.replace(param_dtype=_LORA_BASE_DTYPE.value, lora=None)
+        base = jax.eval_shape(lambda: models.init_params(weights, jax.random.key(0)))
+        base_sharding = sharding.tree_shardings(mesh, models.param_logical_axes(weights), base)
+        base = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), base, base_sharding
+        )
+    abstract_state = jax.eval_shape(
+        lambda: train.init_state(config, optimizer, jax.random.key(0), base=base)
+    )
     state_sharding = train.state_shardings(config, optimizer, mesh, abstract_state)
     state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -119,7 +146,7 @@ def plan(config, mesh_shape, pairs: int, seq_len: int, response_len: int) -> dic
     start = time.time()
     batch = abstract_batch(mesh, pairs, seq_len, response_len)
     with jax.set_mesh(mesh):  # activates the model's activation sharding constraints
-        compiled = step.lower(state, batch, None).compile()
+        compiled = step.lower(state, batch, base).compile()
     memory = compiled.memory_analysis()
     gib = 1024**3
     total = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / gib
@@ -127,6 +154,7 @@ def plan(config, mesh_shape, pairs: int, seq_len: int, response_len: int) -> dic
         "layout": "x".join(str(s) for s in mesh.devices.shape),
         "pairs": pairs,
         "remat": config.remat_policy,
+        "lora": "full" if config.lora is None else f"r{config.lora.rank}",
         "params_B": config.num_params() / 1e9,
         "arguments_GiB": memory.argument_size_in_bytes / gib,
         "temp_GiB": memory.temp_size_in_bytes / gib,
@@ -145,12 +173,18 @@ def experiment_settings(spec: str) -> dict:
     module_spec.loader.exec_module(module)
     c = module.get_config(arg) if arg else module.get_config()
     m = c.model
+    lora = None
+    if "lora" in m and int(m.lora.rank) > 0:
+        lora = models.LoraConfig(
+            rank=int(m.lora.rank), alpha=float(m.lora.alpha), targets=tuple(m.lora.targets)
+        )
     config = models.ModelConfig.preset(
         m.preset,
         dtype=m.dtype,
         param_dtype=m.param_dtype,
         remat_policy=m.remat_policy,
         attention_impl="xla",  # the CPU backend's lowering (memory as the dense kernel needs)
+        lora=lora,
     )
     block = c.train
     seq_len = int(c.data.raw.get("max_length", 0) or 0) or _SEQ.value
@@ -166,13 +200,13 @@ def experiment_settings(spec: str) -> dict:
 
 def row_cells(r) -> str:
     return (
-        f"{r['layout']} | {r['pairs']} | {r['remat']} | {r['arguments_GiB']:.1f} | "
+        f"{r['layout']} | {r['pairs']} | {r['remat']} | {r['lora']} | {r['arguments_GiB']:.1f} | "
         f"{r['temp_GiB']:.1f} | {r['total_GiB']:.1f} | {'yes' if r['fits'] else 'NO'} |"
     )
 
 
 COLUMNS = (
-    "data×fsdp×tensor | pairs/micro-batch | remat | args GiB/dev | temp GiB/dev | "
+    "data×fsdp×tensor | pairs/micro-batch | remat | trained | args GiB/dev | temp GiB/dev | "
     "total GiB/dev | fits {gib:g} GiB |"
 )
 
@@ -182,20 +216,27 @@ def main(argv):
     columns = COLUMNS.format(gib=_DEVICE_GIB.value)
     if _EXPERIMENTS.value:
         print(f"| config | model | {columns}")
-        print("|---" * 9 + "|")
+        print("|---" * 10 + "|")
         for spec in _EXPERIMENTS.value:
             s = experiment_settings(spec)
             r = plan(s["config"], s["mesh_shape"], s["pairs"], s["seq_len"], s["response_len"])
             print(f"| {spec} | {s['preset']} | {row_cells(r)}", flush=True)
         return
     print(f"| model | {columns}")
-    print("|---" * 8 + "|")
+    print("|---" * 9 + "|")
+    lora = None
+    if _LORA_RANK.value > 0:
+        lora = models.LoraConfig(rank=_LORA_RANK.value, targets=tuple(_LORA_TARGETS.value))
     for preset in _MODELS.value:
         for layout in _LAYOUTS.value:
             for pairs in _BATCH.value:
                 for remat in _REMAT.value:
                     config = models.ModelConfig.preset(
-                        preset, remat_policy=remat, dtype=_DTYPE.value, attention_impl="xla"
+                        preset,
+                        remat_policy=remat,
+                        dtype=_DTYPE.value,
+                        attention_impl="xla",
+                        lora=lora,
                     )
                     shape = tuple(int(x) for x in layout.split("x"))
                     r = plan(config, shape, int(pairs), _SEQ.value, _RESPONSE.value)

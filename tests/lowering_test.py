@@ -20,6 +20,9 @@ RUNS = {
     "tpu": ["--platform=tpu"],
     "cuda": ["--platform=cuda", "--remat=full"],
     "cuda_float32": ["--platform=cuda", "--dtype=float32"],  # auto: no cuDNN for float32
+    # LoRA (docs/lora.md): adapters on every projection over a frozen bf16 base.
+    "tpu_lora": ["--platform=tpu", "--lora_rank=4"],
+    "cuda_lora": ["--platform=cuda", "--remat=full", "--lora_rank=4"],
 }
 
 
@@ -81,3 +84,12 @@ def test_cuda_uses_cudnn_flash(rows):
     assert rows["cuda"]["attention_impl"] == "cudnn"
     assert any(t.startswith("__cudnn$fmha") for t in rows["cuda"]["custom_calls"])
     assert rows["cuda"]["attention_kernel"] == "cudnn_flash"
+
+
+@pytest.mark.parametrize(("name", "kernel"), [("tpu_lora", "splash"), ("cuda_lora", "cudnn_flash")])
+def test_lora_keeps_the_fused_attention(rows, name, kernel):
+    """The adapters add to the projections around the attention kernel, never replace it; the
+    step trains the adapters only (rank 4 on 7 projections of 2 layers: 8192 numbers)."""
+    row = rows[name]
+    assert row["attention_kernel"] == kernel
+    assert row["trained_params"] == 8192 < row["num_params"] / 10

@@ -105,6 +105,12 @@ def base_config() -> ml_collections.ConfigDict:
             attention_impl="auto",
         )
     )
+    # LoRA (docs/lora.md): rank 0 trains every weight; rank R > 0 freezes the base (stored in
+    # model.dtype) and trains rank-R adapters on the projections of `targets` (q, k, v, o,
+    # gate, up, down), scaled by alpha / rank, with dropout on their input.
+    c.model.lora = ml_collections.ConfigDict(
+        dict(rank=0, alpha=16.0, dropout=0.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
+    )
     c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))
     # Loss knobs; each method takes the ones it needs (losses.hyperparams_from). label_smoothing
     # and flip_rate < 0 mean "the configured noise rate" (the baselines' oracle setting).

@@ -13,6 +13,10 @@
 - the run's tokenizer (re-saved by transformers) with the run's chat template, if it had one;
 - ``export.json``: the provenance (stage, step, dtype, ...), written last.
 
+A LoRA run's checkpoints hold its adapters only: the export reads the stage's frozen base
+again (``export_info.json`` records where it comes from) and writes the merged model, or with
+``--adapter_only`` the adapters as a PEFT adapter directory (``export_adapter``; docs/lora.md).
+
 The directory is assembled beside ``DIR`` and renamed into place, so ``DIR`` is either the
 previous export or the complete new one. The tokenizer and chat template of a run come from
 ``W/export_info.json``, which the pipeline writes at the start of every run
@@ -20,6 +24,12 @@ previous export or the complete new one. The tokenizer and chat template of a ru
 parameters is a collective); only process 0 writes.
 """
 
+from ropo_jax.export.adapter import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    adapter_config,
+    export_adapter,
+)
 from ropo_jax.export.checkpoints import (
     Restored,
     available_checkpoints,
@@ -45,14 +55,18 @@ from ropo_jax.export.model_dir import (
 )
 
 __all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
     "CHECKPOINTS",
     "DTYPES",
     "EXPORT_INFO",
     "EXPORT_RECORD",
     "ExportError",
     "Restored",
+    "adapter_config",
     "available_checkpoints",
     "default_stage",
+    "export_adapter",
     "export_model",
     "is_exported",
     "load_hf_tokenizer",

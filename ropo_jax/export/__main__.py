@@ -1,6 +1,7 @@
 """``python -m ropo_jax.export --workdir=W --output=DIR [--round=T | --stage=sft] [--step=S]
-[--dtype=bfloat16] [--max_shard_gb=2]``: one stored checkpoint of a run as a Hugging Face
-model directory (see the package docstring)."""
+[--dtype=bfloat16] [--max_shard_gb=2] [--adapter_only]``: one stored checkpoint of a run as a
+Hugging Face model directory, or a LoRA run's adapters as a PEFT adapter directory (see the
+package docstring)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import os
 
 from ropo_jax.config.flags import TRACEBACK_ENV, exit_with
 from ropo_jax.errors import UserError
+from ropo_jax.export.adapter import export_adapter
 from ropo_jax.export.checkpoints import (
+    lora_base,
+    lora_base_source,
     read_model_config,
     resolve_checkpoint,
     restore_params,
@@ -54,8 +58,11 @@ def run_export(
     step: int | None = None,
     dtype: str | None = None,
     max_shard_bytes: int = 2 * 1024**3,
+    adapter_only: bool = False,
 ) -> str:
-    """The command line's work: restore, export (unless this export is there), a summary."""
+    """The command line's work: restore, export (unless this export is there), a summary.
+    ``adapter_only``: a LoRA checkpoint's adapters as a PEFT adapter directory."""
+    from ropo_jax.models import lora as lora_lib
     from ropo_jax.parallel import sharding as sharding_lib
 
     if dtype is not None and dtype not in DTYPES:
@@ -63,6 +70,10 @@ def run_export(
     if not os.path.isdir(workdir):
         raise ExportError(f"workdir {workdir} does not exist")
     info = read_export_info(workdir)
+    if adapter_only:  # the adapters and their base's name: no tokenizer needed
+        stage, step = resolve_checkpoint(workdir, stage=stage, step=step)
+        config = read_model_config(workdir, stage, step)
+        return _export_adapter_only(workdir, output_dir, stage, step, config, dtype)
     if not info.get("tokenizer"):
         raise ExportError(
             f"{os.path.join(workdir, EXPORT_INFO)} records no tokenizer (the run had no "
@@ -89,14 +100,55 @@ def run_export(
         return f"{os.path.abspath(output_dir)}: already exported ({summary})"
     mesh = sharding_lib.make_mesh((1, -1, 1))
     restored = restore_params(workdir, stage=stage, step=step, mesh=mesh)
+    params = restored.params
+    if config.lora is not None:  # merged into the base the adapters trained over
+        params = lora_lib.attach(lora_base(workdir, stage, config, mesh=mesh), params)
     export_model(
         restored.model_config,
-        restored.params,
+        params,
         output_dir,
         tokenizer_dir=info["tokenizer"],
         chat_template=chat_template,
         dtype=saved_dtype,
         max_shard_bytes=max_shard_bytes,
+        provenance=provenance,
+    )
+    return f"exported {summary} to {os.path.abspath(output_dir)}"
+
+
+def _export_adapter_only(workdir, output_dir, stage, step, config, dtype) -> str:
+    """``--adapter_only``: the adapters of a LoRA checkpoint as a PEFT adapter directory whose
+    ``adapter_config.json`` names the stage's base model."""
+    from ropo_jax.parallel import sharding as sharding_lib
+
+    if config.lora is None:
+        raise ExportError(
+            f"--adapter_only: stage {stage} was trained without LoRA (model.lora.rank=0); "
+            "export the whole model without --adapter_only"
+        )
+    base_model = lora_base_source(workdir, stage).get("hf_path")
+    provenance = {
+        "workdir": os.path.abspath(workdir),
+        "source": os.path.join(CHECKPOINTS, stage),
+        "stage": stage,
+        "step": step,
+        "dtype": dtype or config.param_dtype,
+        "adapter_only": True,
+        "base_model": base_model,
+    }
+    targets = ", ".join(config.lora.targets)
+    on = base_model or "the run's random base"
+    summary = f"LoRA adapter of {stage} step {step} (rank {config.lora.rank}, {targets}) on {on}"
+    if is_exported(output_dir, provenance):
+        return f"{os.path.abspath(output_dir)}: already exported ({summary})"
+    mesh = sharding_lib.make_mesh((1, -1, 1))
+    restored = restore_params(workdir, stage=stage, step=step, mesh=mesh)
+    export_adapter(
+        config,
+        restored.params,
+        output_dir,
+        base_model=base_model,
+        dtype=dtype,
         provenance=provenance,
     )
     return f"exported {summary} to {os.path.abspath(output_dir)}"
@@ -115,6 +167,11 @@ def cli() -> None:
         "dtype", None, f"Saved dtype, one of {DTYPES} (default: as trained)."
     )
     max_shard_gb = flags.DEFINE_float("max_shard_gb", 2.0, "Largest safetensors file, in GiB.")
+    adapter_only = flags.DEFINE_bool(
+        "adapter_only",
+        False,
+        "A LoRA run: write the adapters as a PEFT adapter directory instead of the merged model.",
+    )
     flags.mark_flags_as_required(["workdir", "output"])
 
     def main(argv) -> None:
@@ -128,6 +185,7 @@ def cli() -> None:
                 step=step.value,
                 dtype=dtype.value,
                 max_shard_bytes=int(max_shard_gb.value * 1024**3),
+                adapter_only=adapter_only.value,
             )
         except UserError as error:
             if os.environ.get(TRACEBACK_ENV):

@@ -1,5 +1,6 @@
 """The parameters of a stored Orbax checkpoint of a run (``WORKDIR/checkpoints/<stage>/<step>``),
-without its optimizer state, and the ModelConfig it was written for."""
+without its optimizer state, and the ModelConfig it was written for. A LoRA run's checkpoints
+hold its adapters only; ``lora_base`` reads the frozen base they train over again."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from ropo_jax.export.info import (
     _ROUND,
     CHECKPOINTS,
     ExportError,
+    read_export_info,
 )
 
 
 class Restored(NamedTuple):
     model_config: Any  # models.ModelConfig
-    params: Any
+    params: Any  # the trained parameters: with LoRA (model_config.lora) the adapters only
     stage: str
     step: int
 
@@ -98,6 +100,7 @@ def restore_params(
     optimizer state is not read. With ``mesh`` the parameters land in their shardings (logical
     axes), otherwise on the default device."""
     from ropo_jax import models
+    from ropo_jax.models import lora as lora_lib
     from ropo_jax.parallel import sharding as sharding_lib
     from ropo_jax.training import checkpoint as checkpoint_lib
 
@@ -108,10 +111,15 @@ def restore_params(
     )
     try:
         abstract = jax.eval_shape(lambda: models.init_params(config, jax.random.key(0)))
-        if mesh is not None:
-            shardings = sharding_lib.tree_shardings(
-                mesh, models.param_logical_axes(config), abstract
+        axes = models.param_logical_axes(config)
+        if config.lora is not None:  # the checkpoint holds the adapters of these weights
+            layers, dtype = abstract["layers"], config.param_dtype
+            abstract = jax.eval_shape(
+                lambda: lora_lib.init_adapters(config.lora, layers, jax.random.key(0), dtype)
             )
+            axes = lora_lib.logical_axes(config.lora, axes)
+        if mesh is not None:
+            shardings = sharding_lib.tree_shardings(mesh, axes, abstract)
         else:
             device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
             shardings = jax.tree.map(lambda _: device, abstract)
@@ -122,3 +130,44 @@ def restore_params(
     finally:
         checkpointer.close()
     return Restored(config, params, stage, step)
+
+
+def lora_base_source(workdir: str, stage: str) -> dict:
+    """Where the frozen base of a LoRA stage comes from, as the run recorded it in
+    ``export_info.json``: ``{"hf_path": absolute DIR}`` or ``{"init_seed": S}`` (SFT trains
+    over the initial model, the preference rounds over WORKDIR/sft_model after SFT)."""
+    bases = read_export_info(workdir).get("lora_base_models")
+    if not bases:
+        raise ExportError(
+            f"{workdir}/export_info.json does not record the LoRA base of the run; re-run the "
+            "experiment command once to write it"
+        )
+    source = dict(bases["sft" if stage == "sft" else "preference"])
+    if "hf_path" in source:
+        source["hf_path"] = os.path.abspath(os.path.join(workdir, source["hf_path"]))
+        if not os.path.isdir(source["hf_path"]):
+            raise ExportError(f"the LoRA base {source['hf_path']} of stage {stage} is missing")
+    return source
+
+
+def lora_base(workdir: str, stage: str, config, *, mesh=None):
+    """The frozen base parameters a LoRA stage trained over, as the run held them (in their
+    checkpoint's dtype, random ones in the compute dtype: ``models.lora.base_dtype``), in their
+    shardings on ``mesh``."""
+    from ropo_jax import models
+    from ropo_jax.models import lora as lora_lib
+    from ropo_jax.parallel import sharding as sharding_lib
+
+    source = lora_base_source(workdir, stage)
+    if "hf_path" in source:
+        path = source["hf_path"]
+        dtype = lora_lib.base_dtype(config.dtype, models.stored_dtype(path))
+        return models.load_hf(path, dtype=dtype, mesh=mesh)[1]
+    dtype = lora_lib.base_dtype(config.dtype)
+    # A preset's random weights, drawn as the run drew them (pipeline.build_model).
+    weights_config = config.replace(param_dtype=dtype, lora=None)
+    params = models.init_params(weights_config, jax.random.key(source["init_seed"]))
+    if mesh is None:
+        return params
+    axes = models.param_logical_axes(weights_config)
+    return jax.device_put(params, sharding_lib.tree_shardings(mesh, axes, params))

@@ -32,16 +32,24 @@ def _write_json_atomic(path: str, value) -> None:
 
 
 def write_export_info(
-    workdir: str, *, tokenizer_dir: str | None, chat_template_path: str | None
+    workdir: str,
+    *,
+    tokenizer_dir: str | None,
+    chat_template_path: str | None,
+    base_models: dict[str, dict] | None = None,
 ) -> None:
     """Records the run's tokenizer directory and chat template file (absolute paths) in
-    ``WORKDIR/export_info.json`` for a later export. Only process 0 writes."""
+    ``WORKDIR/export_info.json`` for a later export, and with LoRA where each stage's frozen
+    base comes from (``base_models``: ``{"sft" | "preference": {"hf_path": DIR} or
+    {"init_seed": S}}``, a relative DIR under the workdir). Only process 0 writes."""
     if not processes.is_writer():
         return
     info = {
         "tokenizer": os.path.abspath(tokenizer_dir) if tokenizer_dir else None,
         "chat_template": os.path.abspath(chat_template_path) if chat_template_path else None,
     }
+    if base_models is not None:
+        info["lora_base_models"] = base_models
     os.makedirs(workdir, exist_ok=True)
     _write_json_atomic(os.path.join(workdir, EXPORT_INFO), info)
 

@@ -21,11 +21,13 @@ def sequence_logps(
     chunk_size: int,
     *,
     one_sequence_per_row: bool = False,
+    lora_rng=None,
 ):
     """Per-slot response log-probs [S] and token counts [S] of a batch's token rows (docs/method.md
     §1).
 
-    ``one_sequence_per_row``: the rows are not packed (see ``models.hidden_states``).
+    ``one_sequence_per_row``: the rows are not packed (see ``models.hidden_states``);
+    ``lora_rng``: the LoRA adapters' dropout key (training steps only).
 
     With ``completion_positions`` in the batch (every loader batch), the LM head and the
     log-softmax run only on the hidden states of those positions, gathered into [R, C, D]
@@ -41,6 +43,7 @@ def sequence_logps(
         positions_BT=batch["positions"],
         segment_ids_BT=batch["segment_ids"],
         one_sequence_per_row=one_sequence_per_row,
+        lora_rng=lora_rng,
     )
     num_slots = 2 * batch["weight"].shape[0]
     if COMPLETION_KEY in batch:

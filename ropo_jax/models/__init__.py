@@ -8,12 +8,13 @@ segment_ids_BT) -> logits_BTV`` (float32).
 from ropo_jax.models.config import (
     PRESETS,
     ConfigError,
+    LoraConfig,
     ModelConfig,
     RopeScaling,
     from_hf_config,
     to_hf_config,
 )
-from ropo_jax.models.hf_convert import CheckpointError, load_hf, save_hf
+from ropo_jax.models.hf_convert import CheckpointError, load_hf, save_hf, stored_dtype
 from ropo_jax.models.kv_cache import decode_step, init_cache, prefill
 from ropo_jax.models.transformer import (
     forward,
@@ -28,6 +29,7 @@ __all__ = [
     "PRESETS",
     "CheckpointError",
     "ConfigError",
+    "LoraConfig",
     "ModelConfig",
     "RopeScaling",
     "decode_step",
@@ -41,6 +43,7 @@ __all__ = [
     "param_logical_axes",
     "prefill",
     "save_hf",
+    "stored_dtype",
     "to_hf_config",
     "unembedding",
 ]

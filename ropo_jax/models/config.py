@@ -32,6 +32,10 @@ REMAT_CHOICES = (*REMAT_POLICIES, "auto")
 ATTENTION_IMPLS = ("auto", "xla", "blocked", "cudnn", "splash")
 
 
+# Projections LoRA can adapt (ropo_jax.models.lora.TARGETS; docs/lora.md).
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
 class ConfigError(UserError, ValueError):
     """A config.json (or preset) this project cannot run, with the key and the fix."""
 
@@ -45,6 +49,35 @@ class RopeScaling:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters on the projections ``targets`` (docs/lora.md): rank R, the scale α/R of
+    their product, and the dropout on their input while training."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if not self.rank >= 1:
+            raise ConfigError(f"lora.rank={self.rank!r}: must be >= 1 (0 means no LoRA)")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora.alpha={self.alpha!r}: must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout={self.dropout!r}: must be in [0, 1)")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(
+                f"lora.targets={self.targets!r}: must be distinct names among {LORA_TARGETS}"
+            )
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +106,9 @@ class ModelConfig:
     # One of ATTENTION_IMPLS (see ropo_jax.models.attention); None, the value before "auto"
     # existed (older checkpoint records), is read as "xla", what it ran then.
     attention_impl: str | None = "auto"
+    # Low-rank adapters (docs/lora.md); None: full-weight training. Parameters that carry
+    # adapters ("lora", models.lora.attach) run with them, the base alone without.
+    lora: LoraConfig | None = None
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -128,7 +164,17 @@ class ModelConfig:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
         if isinstance(fields.get("rope_scaling"), dict):
             fields["rope_scaling"] = RopeScaling(**fields["rope_scaling"])
+        if isinstance(fields.get("lora"), dict):
+            fields["lora"] = LoraConfig(**fields["lora"])
         return cls(**fields)
+
+    def record(self) -> dict[str, Any]:
+        """The config as a checkpoint records it (``from_record`` reads it back); without
+        ``lora`` when it is None, so checkpoints written before LoRA existed still match."""
+        record = json.loads(json.dumps(dataclasses.asdict(self)))
+        if record["lora"] is None:
+            del record["lora"]
+        return record
 
     @staticmethod
     def preset(name: str, **overrides) -> ModelConfig:

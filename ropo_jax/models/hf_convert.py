@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from ropo_jax.errors import UserError
+from ropo_jax.models import lora as lora_lib
 from ropo_jax.models.config import ConfigError, ModelConfig, from_hf_config, to_hf_config
 from ropo_jax.models.transformer import init_params, param_logical_axes
 from ropo_jax.parallel import processes
@@ -148,6 +149,26 @@ def _weight_map(path: str) -> dict[str, str]:
         else ""
     )
     raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE}.{hint}")
+
+
+# safetensors' dtype names of floating tensors, from narrow to wide.
+_STORED_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+
+
+def stored_dtype(path: str) -> str:
+    """The widest floating dtype the weights of the checkpoint in ``path`` are stored in (read
+    from the safetensors headers; no tensor is loaded)."""
+    found = set()
+    by_file: dict[str, list[str]] = {}
+    for name, file in _weight_map(path).items():
+        by_file.setdefault(file, []).append(name)
+    for file, names in by_file.items():
+        with safe_open(file, framework="numpy") as f:
+            found.update(f.get_slice(name).get_dtype() for name in names)
+    floats = [dtype for dtype in _STORED_FLOATS if dtype in found]
+    if not floats:
+        raise CheckpointError(f"{path}: no floating-point weights")
+    return _STORED_FLOATS[floats[-1]]
 
 
 def _expected_names(config: ModelConfig) -> dict[str, tuple[TensorRule, int | None]]:
@@ -298,16 +319,41 @@ def _layer_slice(x, i, dtype):
     return jax.lax.dynamic_index_in_dim(x, i, keepdims=False).astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("dtype", "scale"))
+def _merged_layer_slice(w, a, b, i, dtype, scale):
+    """Layer i of kernel ``w`` with its LoRA pair merged, W + scale·a·b, in float32 first."""
+    layer = functools.partial(jax.lax.dynamic_index_in_dim, index=i, keepdims=False)
+    merged = layer(w).astype(jnp.float32) + scale * lora_lib.kernel_delta(layer(a), layer(b))
+    return merged.astype(dtype)
+
+
 @functools.partial(jax.jit, static_argnames="dtype")
 def _cast(x, dtype):
     return x.astype(dtype)
 
 
+def _adapter_pair(params: dict, rule: TensorRule) -> dict | None:
+    """The LoRA pair {"a", "b"} of ``rule``'s kernel in adapted parameters, else None (the
+    adapters mirror the base's paths, ``models.lora``)."""
+    node = params.get(lora_lib.KEY)
+    for key in rule.path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
 def _fetch(params: dict, entry: _Entry, config: ModelConfig) -> np.ndarray:
-    """One HF tensor: the layer's slice (and the cast) happens on device, so only this tensor
-    ever reaches the host."""
+    """One HF tensor: the layer's slice (and the cast, and a LoRA pair's merge) happens on
+    device, so only this tensor ever reaches the host."""
     value = _param(params, entry.rule)
-    if isinstance(value, jax.Array):
+    pair = _adapter_pair(params, entry.rule)
+    if pair is not None:
+        value = _merged_layer_slice(
+            jnp.asarray(value), pair["a"], pair["b"], entry.layer, entry.dtype, config.lora.scale
+        )
+        host = np.asarray(processes.fetch(value))
+    elif isinstance(value, jax.Array):
         if entry.layer is not None:
             value = _layer_slice(value, entry.layer, entry.dtype)
         elif value.dtype != entry.dtype:
@@ -341,7 +387,8 @@ def save_hf(
     max_shard_bytes: int = 5 * 1024**3,
 ) -> None:
     """Writes ``config.json`` and safetensors (sharded with an index above ``max_shard_bytes``)
-    in the layout transformers loads. ``dtype`` defaults to the parameters' dtype.
+    in the layout transformers loads. ``dtype`` defaults to the parameters' dtype. Parameters
+    with LoRA adapters (``models.lora.attach``) are saved merged, one layer's kernel at a time.
 
     Streams: the shard plan comes from shapes and dtypes; then each tensor (a layer's slice of a
     stacked parameter) is sliced and cast on device, fetched alone and appended to the current
@@ -374,4 +421,4 @@ def save_hf(
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
-__all__ = ["TABLE", "CheckpointError", "ConfigError", "load_hf", "save_hf"]
+__all__ = ["TABLE", "CheckpointError", "ConfigError", "load_hf", "save_hf", "stored_dtype"]

@@ -15,7 +15,13 @@ import jax.numpy as jnp
 
 from ropo_jax.models.attention import Masking, attention_mask, self_attention_masking
 from ropo_jax.models.config import ModelConfig
-from ropo_jax.models.transformer import embed, final_norm, logits_from_hidden, run_layers
+from ropo_jax.models.transformer import (
+    embed,
+    final_norm,
+    layer_adapters,
+    logits_from_hidden,
+    run_layers,
+)
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int, dtype=None) -> dict:
@@ -40,7 +46,12 @@ def prefill(config: ModelConfig, params, tokens_BT, cache: dict, *, lengths_B) -
     # Self-attention over the prompts: the configured kernel (cudnn/splash on GPU/TPU).
     masking = self_attention_masking(config, positions_BT, segments_BT, one_sequence_per_row=True)
     x_BTD, (keys_LBTKH, values_LBTKH) = run_layers(
-        config, params["layers"], embed(config, params, tokens_BT), positions_BT, masking
+        config,
+        params["layers"],
+        embed(config, params, tokens_BT),
+        positions_BT,
+        masking,
+        adapters=layer_adapters(config, params),
     )
     last_BD = jnp.take_along_axis(x_BTD, (lengths_B - 1)[:, None, None], axis=1)
     logits_BV = logits_from_hidden(config, params, final_norm(config, params, last_BD))[:, 0]
@@ -103,6 +114,7 @@ def decode_step(config: ModelConfig, params, tokens_B, cache: dict) -> tuple:
         positions_B1,
         masking,
         kv_fn_xs=(make_kv_fn, (cache["keys"], cache["values"])),
+        adapters=layer_adapters(config, params),
     )
     logits_BV = logits_from_hidden(config, params, final_norm(config, params, x_B1D))[:, 0]
     cache = {

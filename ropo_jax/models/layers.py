@@ -21,6 +21,8 @@ from jax.ad_checkpoint import checkpoint_name
 from ropo_jax.models.attention import Masking, attend
 from ropo_jax.models.attention import attention_mask as attention_mask  # re-export
 from ropo_jax.models.config import ModelConfig
+from ropo_jax.models.lora import LayerAdapters
+from ropo_jax.models.lora import add as add_adapter
 from ropo_jax.parallel.sharding import constrain
 
 ACTIVATION_BTD = ("batch", "length", "activation_embed")
@@ -109,20 +111,33 @@ class Attention(nnx.Module):
         self.o = _param(rngs, (n, h, d), n * h, ("heads", "head_dim", "embed"), pd)
         self.config = config
 
-    def project_kv(self, x_BTD, positions_BT, inv_freq_H2):
+    def project_kv(self, x_BTD, positions_BT, inv_freq_H2, adapters: LayerAdapters | None = None):
         dtype = x_BTD.dtype
         key_BTKH, value_BTKH = project_pair(
             x_BTD, self.k[...].astype(dtype), self.v[...].astype(dtype), "btd,dkh->btkh"
         )
+        key_BTKH = add_adapter(adapters, "k", x_BTD, key_BTKH)
+        value_BTKH = add_adapter(adapters, "v", x_BTD, value_BTKH)
         key_BTKH = checkpoint_name(key_BTKH, "key_proj")
         value_BTKH = checkpoint_name(value_BTKH, "value_proj")
         return apply_rope(key_BTKH, positions_BT, inv_freq_H2), value_BTKH
 
-    def __call__(self, x_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking: Masking):
+    def __call__(
+        self,
+        x_BTD,
+        positions_BT,
+        inv_freq_H2,
+        keys_BSKH,
+        values_BSKH,
+        masking: Masking,
+        adapters: LayerAdapters | None = None,
+    ):
         """Attends the queries of ``x_BTD`` to the given keys/values (this call's own, or a
-        KV cache that already holds them), masked and computed as ``masking`` says."""
+        KV cache that already holds them), masked and computed as ``masking`` says; LoRA
+        ``adapters`` add to the projections (``models.lora``), the attention kernel is untouched."""
         dtype = x_BTD.dtype
         query_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD, self.q[...].astype(dtype))
+        query_BTNH = add_adapter(adapters, "q", x_BTD, query_BTNH)
         query_BTNH = checkpoint_name(query_BTNH, "query_proj")
         query_BTNH = constrain(
             apply_rope(query_BTNH, positions_BT, inv_freq_H2),
@@ -141,9 +156,8 @@ class Attention(nnx.Module):
             impl=masking.impl,
         )
         out_BTNH = checkpoint_name(out_BTNH, "attention_out")
-        return checkpoint_name(
-            jnp.einsum("btnh,nhd->btd", out_BTNH, self.o[...].astype(dtype)), "out_proj"
-        )
+        out_BTD = jnp.einsum("btnh,nhd->btd", out_BTNH, self.o[...].astype(dtype))
+        return checkpoint_name(add_adapter(adapters, "o", out_BTNH, out_BTD), "out_proj")
 
 
 class MLP(nnx.Module):
@@ -154,18 +168,19 @@ class MLP(nnx.Module):
         self.up = _param(rngs, (d, f), d, ("embed", "mlp"), pd)
         self.down = _param(rngs, (f, d), f, ("mlp", "embed"), pd)
 
-    def __call__(self, x_BTD):
+    def __call__(self, x_BTD, adapters: LayerAdapters | None = None):
         dtype = x_BTD.dtype
         gate_BTF, up_BTF = project_pair(
             x_BTD, self.gate[...].astype(dtype), self.up[...].astype(dtype), "btd,df->btf"
         )
+        gate_BTF = add_adapter(adapters, "gate", x_BTD, gate_BTF)
+        up_BTF = add_adapter(adapters, "up", x_BTD, up_BTF)
         mlp_axes = ("batch", "length", "activation_mlp")
         gate_BTF = checkpoint_name(constrain(gate_BTF, mlp_axes), "mlp_gate")
         up_BTF = checkpoint_name(constrain(up_BTF, mlp_axes), "mlp_up")
-        down_BTD = jnp.einsum(
-            "btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, self.down[...].astype(dtype)
-        )
-        return checkpoint_name(down_BTD, "mlp_down")
+        hidden_BTF = jax.nn.silu(gate_BTF) * up_BTF
+        down_BTD = jnp.einsum("btf,fd->btd", hidden_BTF, self.down[...].astype(dtype))
+        return checkpoint_name(add_adapter(adapters, "down", hidden_BTF, down_BTD), "mlp_down")
 
 
 class DecoderLayer(nnx.Module):
@@ -176,14 +191,25 @@ class DecoderLayer(nnx.Module):
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pd)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x_BTD, positions_BT, inv_freq_H2, kv_fn, masking: Masking):
+    def __call__(
+        self,
+        x_BTD,
+        positions_BT,
+        inv_freq_H2,
+        kv_fn,
+        masking: Masking,
+        adapters: LayerAdapters | None = None,
+    ):
         """One pre-norm block. ``kv_fn(keys, values) -> (keys_all, values_all)`` lets the caller
-        splice this call's keys/values into a cache; what it returns is returned too."""
+        splice this call's keys/values into a cache; what it returns is returned too.
+        ``adapters``: this layer's LoRA adapters (None: the base layer)."""
         normed_BTD = self.input_norm(x_BTD)
-        keys_BTKH, values_BTKH = self.attn.project_kv(normed_BTD, positions_BT, inv_freq_H2)
+        keys_BTKH, values_BTKH = self.attn.project_kv(
+            normed_BTD, positions_BT, inv_freq_H2, adapters
+        )
         keys_BSKH, values_BSKH = kv_fn(keys_BTKH, values_BTKH)
         x_BTD = x_BTD + self.attn(
-            normed_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking
+            normed_BTD, positions_BT, inv_freq_H2, keys_BSKH, values_BSKH, masking, adapters
         )
-        x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
+        x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD), adapters)
         return constrain(x_BTD, ACTIVATION_BTD), (keys_BSKH, values_BSKH)

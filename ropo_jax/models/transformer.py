@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ropo_jax.models import lora as lora_lib
 from ropo_jax.models.attention import Masking, self_attention_masking
 from ropo_jax.models.config import ModelConfig
 from ropo_jax.models.layers import (
@@ -102,28 +103,58 @@ def _modules_names(config: ModelConfig) -> tuple[str, ...]:
     return ("embed", "final_norm") + (() if config.tie_word_embeddings else ("lm_head",))
 
 
+def layer_adapters(config: ModelConfig, params: Params) -> dict | None:
+    """The stacked LoRA adapters of ``params`` (``models.lora``), or None for base parameters."""
+    adapters = params.get(lora_lib.KEY)
+    if adapters is None:
+        return None
+    if config.lora is None:
+        raise ValueError(
+            "the parameters carry LoRA adapters but the ModelConfig has no lora settings; "
+            "use the config the adapters were trained with"
+        )
+    return adapters["layers"]
+
+
 def run_layers(
-    config: ModelConfig, layer_params: dict, x_BTD, positions_BT, masking: Masking, kv_fn_xs=None
+    config: ModelConfig,
+    layer_params: dict,
+    x_BTD,
+    positions_BT,
+    masking: Masking,
+    kv_fn_xs=None,
+    *,
+    adapters: dict | None = None,
+    lora_rng=None,
 ):
     """Applies the stacked layers, attending as ``masking`` says. ``kv_fn_xs = (make_kv_fn, xs)``
     threads per-layer inputs (a KV cache slice) through the scan: ``make_kv_fn(x)`` builds that
-    layer's ``kv_fn``.
+    layer's ``kv_fn``. ``adapters``: the stacked LoRA adapters (``layer_adapters``), applied
+    unmerged; ``lora_rng``: a key for their input dropout (training only).
     Returns the output activations and the per-layer (keys, values) that the kv_fn returned."""
     inv_freq_H2 = rope_inverse_frequencies(config)
     make_kv_fn, per_layer_xs = kv_fn_xs if kv_fn_xs is not None else (None, None)
+    dropout = 0.0 if config.lora is None else config.lora.dropout
+    rngs_L = None
+    if adapters is not None and lora_rng is not None and dropout > 0:
+        rngs_L = jax.random.split(lora_rng, config.num_layers)  # one dropout key per layer
 
     def layer_fn(x_BTD, inputs):
-        params_l, extra_l = inputs
+        params_l, adapters_l, rng_l, extra_l = inputs
         layer = _bind(lambda: DecoderLayer(config, rngs=nnx.Rngs(0)), params_l)
         kv_fn = (lambda k, v: (k, v)) if make_kv_fn is None else make_kv_fn(extra_l)
-        return layer(x_BTD, positions_BT, inv_freq_H2, kv_fn, masking)
+        layer_lora = None
+        if adapters_l is not None:
+            layer_lora = lora_lib.LayerAdapters(adapters_l, config.lora.scale, dropout, rng_l)
+        return layer(x_BTD, positions_BT, inv_freq_H2, kv_fn, masking, layer_lora)
 
     layer_fn = remat_layer(layer_fn, config.remat_policy)
+    xs = (layer_params, adapters, rngs_L, per_layer_xs)
     if config.scan_layers:
-        return jax.lax.scan(layer_fn, x_BTD, (layer_params, per_layer_xs))
+        return jax.lax.scan(layer_fn, x_BTD, xs)
     kv_per_layer = []
     for i in range(config.num_layers):
-        slice_i = jax.tree.map(lambda a, i=i: a[i], (layer_params, per_layer_xs))
+        slice_i = jax.tree.map(lambda a, i=i: a[i], xs)
         x_BTD, kv = layer_fn(x_BTD, slice_i)
         kv_per_layer.append(kv)
     return x_BTD, jax.tree.map(lambda *xs: jnp.stack(xs), *kv_per_layer)
@@ -178,6 +209,7 @@ def hidden_states(
     positions_BT=None,
     segment_ids_BT=None,
     one_sequence_per_row: bool | None = None,
+    lora_rng=None,
 ) -> jax.Array:
     """Final-norm hidden states [B, T, D]; ``forward == hidden_states @ unembedding``.
 
@@ -186,7 +218,9 @@ def hidden_states(
     ``one_sequence_per_row``: the caller's static promise that every row is one sequence from
     column 0 followed by right padding (lets a "cudnn" model use cuDNN's flash kernel; see
     ``attention.self_attention_masking``). Default: true only when neither positions nor
-    segment ids are given (every row is then one unpadded sequence).
+    segment ids are given (every row is then one unpadded sequence). Parameters with LoRA
+    adapters (``models.lora.attach``) run with them; ``lora_rng`` turns on their input dropout
+    (the train step's).
     """
     if one_sequence_per_row is None:
         one_sequence_per_row = positions_BT is None and segment_ids_BT is None
@@ -198,7 +232,13 @@ def hidden_states(
     )
     params = compute_params(config, params)
     x_BTD, _ = run_layers(
-        config, params["layers"], embed(config, params, tokens_BT), positions_BT, masking
+        config,
+        params["layers"],
+        embed(config, params, tokens_BT),
+        positions_BT,
+        masking,
+        adapters=layer_adapters(config, params),
+        lora_rng=lora_rng,
     )
     return final_norm(config, params, x_BTD)
 

@@ -34,6 +34,7 @@ from ropo_jax.evaluation import heldout as eval_lib
 from ropo_jax.evaluation.generations import GenerationEval
 from ropo_jax.inference import sampling, scoring
 from ropo_jax.instructions import dataset as instruction_dataset
+from ropo_jax.models import lora as lora_lib
 from ropo_jax.parallel import processes, sharding
 from ropo_jax.ropo import pair_text
 from ropo_jax.ropo import rounds as rounds_lib
@@ -100,11 +101,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         workdir,
         tokenizer_dir=data.tokenizer_dir,
         chat_template_path=config.data.chat_template or None,
+        base_models=lora_base_models(config) if lora_config(config) else None,
     )
     with times.stage("model"):
         model_config, init_params = init_model(ctx, data)
     with times.stage("sft"):
         sft_params = sft_stage(ctx, model_config, init_params, data)
+    # With LoRA and SFT the preference stage's base is WORKDIR/sft_model, read back from disk:
+    # the initial base (not donated: frozen weights) would otherwise stay alive beside it.
+    del init_params
     with times.stage("reference_logps"):
         reference = reference_logps(ctx, model_config, sft_params, data)
     generation = generation_eval(ctx, data, reference)
@@ -112,6 +117,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         trained = train_policy(ctx, model_config, sft_params, data, reference, generation)
     with times.stage("export"):
         export_policy(config, workdir, "model", model_config, trained.params, stage=config.method)
+        if lora_lib.KEY in trained.params:  # (method sft: merged into sft_model already)
+            export_adapter(config, workdir, model_config, trained.params, stage=config.method)
     with times.stage("evaluation"):
         results = evaluate(ctx, model_config, sft_params, data, reference, trained, generation)
     write_results(ctx, results)
@@ -167,7 +174,9 @@ def init_model(ctx: RunContext, data: tasks.RunData):
 
 def sft_stage(ctx: RunContext, model_config, init_params, data: tasks.RunData):
     """The SFT model (``config.sft``), exported to ``WORKDIR/sft_model``; the initial policy
-    itself when SFT is off."""
+    itself when SFT is off. With LoRA the SFT adapters are merged into ``WORKDIR/sft_model``,
+    which is then read back as the base (and reference) of preference training, as the
+    exported adapter's ``adapter_config.json`` names it (docs/lora.md)."""
     config = ctx.config
     if not config.sft.enabled:
         return init_params
@@ -183,7 +192,10 @@ def sft_stage(ctx: RunContext, model_config, init_params, data: tasks.RunData):
         donate_init=True,  # the initial policy is read by nothing after SFT
     )
     export_policy(config, ctx.workdir, "sft_model", model_config, sft_params, stage="sft")
-    return sft_params
+    if model_config.lora is None:
+        return sft_params
+    del sft_params  # the adapted initial model: its base and SFT adapters, merged on disk now
+    return load_base(ctx, model_config, os.path.join(ctx.workdir, SFT_MODEL))
 
 
 def reference_logps(ctx: RunContext, model_config, sft_params, data: tasks.RunData) -> Reference:
@@ -391,23 +403,55 @@ def generation_eval(
 
 # --- the model and its exports ----------------------------------------------------------------
 
+SFT_MODEL = "sft_model"
+ADAPTER = "adapter"
+
+
+def lora_config(config: ml_collections.ConfigDict) -> models.LoraConfig | None:
+    """``config.model.lora`` (docs/lora.md); None for rank 0, full-weight training."""
+    block = config.model.lora
+    if int(block.rank) == 0:
+        return None
+    return configs.to_dataclass(models.LoraConfig, block, "model.lora")
+
+
+def lora_base_models(config: ml_collections.ConfigDict) -> dict[str, dict]:
+    """Where each stage's frozen LoRA base comes from, for exports of its checkpoints
+    (``WORKDIR/export_info.json``): ``{"hf_path": DIR}`` (relative: under the workdir) or
+    ``{"init_seed": S}`` (a preset's random weights). SFT trains over the initial model;
+    preference training over WORKDIR/sft_model when SFT runs, else the initial model too."""
+    if config.model.hf_path:
+        initial = {"hf_path": os.path.abspath(os.path.expanduser(config.model.hf_path))}
+    else:
+        initial = {"init_seed": int(config.seed)}
+    preference = {"hf_path": SFT_MODEL} if config.sft.enabled else initial
+    return {"sft": initial, "preference": preference}
+
 
 def build_model(
     config: ml_collections.ConfigDict, vocab_size: int | None, manifest=None, mesh=None
 ):
     """A HF checkpoint (streamed into its shardings on ``mesh``), or a preset with random
     weights. With a prepared data set's ``manifest`` a preset takes the tokenizer's vocabulary
-    size and BOS/EOS ids, and a checkpoint must cover the vocabulary."""
+    size and BOS/EOS ids, and a checkpoint must cover the vocabulary. With LoRA the weights
+    are the frozen base, held in the checkpoint's own dtype (random ones in the compute dtype;
+    ``models.lora.base_dtype``), and ``param_dtype`` is the adapters'."""
     m = config.model
+    lora = lora_config(config)
+    weights_dtype = m.param_dtype
+    if lora is not None:
+        stored = models.stored_dtype(m.hf_path) if m.hf_path else None
+        weights_dtype = lora_lib.base_dtype(m.dtype, stored)
     if m.hf_path:
         model_config, params = models.load_hf(
             m.hf_path,
-            dtype=m.param_dtype,
+            dtype=weights_dtype,
             compute_dtype=m.dtype,
             mesh=mesh,
             remat_policy=m.remat_policy,
             attention_impl=m.attention_impl,
         )
+        model_config = model_config.replace(param_dtype=m.param_dtype, lora=lora)
         if manifest is not None and int(manifest["vocab_size"]) > model_config.vocab_size:
             raise ConfigValueError(
                 f"the data's tokenizer {manifest.get('tokenizer')} has {manifest['vocab_size']} "
@@ -424,13 +468,57 @@ def build_model(
             bos_token_id=manifest["bos_id"],
             eos_token_id=int(manifest["eos_id"]),
         )
-    model_config = models.ModelConfig.preset(m.preset, param_dtype=m.param_dtype, **overrides)
-    return model_config, models.init_params(model_config, jax.random.key(config.seed))
+    model_config = models.ModelConfig.preset(
+        m.preset, param_dtype=m.param_dtype, lora=lora, **overrides
+    )
+    weights_config = model_config.replace(param_dtype=weights_dtype)
+    return model_config, models.init_params(weights_config, jax.random.key(config.seed))
+
+
+def load_base(ctx: RunContext, model_config, path: str):
+    """The frozen LoRA base in the Hugging Face directory ``path`` (WORKDIR/sft_model), in its
+    shardings and in the dtype it is stored in; it must have ``model_config``'s shapes."""
+    dtype = lora_lib.base_dtype(model_config.dtype, models.stored_dtype(path))
+    loaded_config, params = models.load_hf(path, dtype=dtype, mesh=ctx.mesh)
+    shape_fields = ("vocab_size", "hidden_size", "intermediate_size", "num_layers")
+    if any(getattr(loaded_config, f) != getattr(model_config, f) for f in shape_fields):
+        raise ConfigValueError(
+            f"{path} holds another model than this run's; use a new --workdir or remove it"
+        )
+    return params
+
+
+def export_adapter(config, workdir, model_config, params, *, stage: str) -> None:
+    """``WORKDIR/adapter/``: the trained LoRA adapters in PEFT's format, on the base of the
+    preference stage (``lora_base_models``), unless exactly these were exported already."""
+    base = lora_base_models(config)["preference"]
+    base_path = base.get("hf_path")
+    if base_path is not None:
+        base_path = os.path.join(workdir, base_path)  # an absolute path stays as it is
+    _, adapters = lora_lib.detach(params)
+    provenance = {
+        "stage": stage,
+        "params_hash": scoring.params_hash(adapters),
+        "base_model": None if base_path is None else os.path.abspath(base_path),
+    }
+    output_dir = os.path.join(workdir, ADAPTER)
+    if processes.agree(export_lib.is_exported(output_dir, provenance)):
+        return
+    export_lib.export_adapter(
+        model_config,
+        adapters,
+        output_dir,
+        base_model=provenance["base_model"],
+        dtype=config.export.dtype or None,
+        provenance=provenance,
+    )
+    logging.info("%s: LoRA adapter exported to %s", stage, output_dir)
 
 
 def export_policy(config, workdir, name, model_config, params, *, stage: str) -> None:
     """``WORKDIR/<name>/`` as a Hugging Face model directory (``ropo_jax.export``), unless a
-    previous run of this command already exported exactly these parameters."""
+    previous run of this command already exported exactly these parameters. LoRA adapters are
+    merged into the weights (``models.save_hf``)."""
     e = config.export
     provenance = {
         "stage": stage,
@@ -451,7 +539,9 @@ def export_policy(config, workdir, name, model_config, params, *, stage: str) ->
         output_dir,
         tokenizer_dir=info["tokenizer"],
         chat_template=chat_template,
-        dtype=e.dtype or None,
+        # With LoRA the base may be held narrower (its checkpoint's dtype) than the merged
+        # weights, which keep the adapters' param_dtype unless export.dtype says otherwise.
+        dtype=e.dtype or model_config.param_dtype,
         max_shard_bytes=int(float(e.max_shard_gb) * 1024**3),
         provenance=provenance,
     )

@@ -6,6 +6,12 @@ loop restarts at the next batch with the same state, so a killed-and-rerun stage
 bit-identical parameters. No host synchronisation happens inside the loop except at logging
 and checkpoint steps (and every step with ``nan_policy="stop"``, which must look at each step's
 result). However a stage ends, its checkpointer is closed, so asynchronous saves complete.
+
+With LoRA (``ModelConfig.lora``, docs/lora.md) a stage trains the adapters of its initial
+parameters (fresh ones, ``b`` = 0, when they have none) over their frozen base: the train state,
+its optimizer state and its checkpoints hold the adapters only, and the base is what the caller
+passes in again on resume. What a stage hands out (its result, the epoch hook's parameters) are
+the adapted parameters, base and adapters (``models.lora.attach``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ropo_jax.data.prepared import PreferenceData
 from ropo_jax.errors import ConfigValueError
 from ropo_jax.inference import scoring
 from ropo_jax.models import ModelConfig
+from ropo_jax.models import lora as lora_lib
 from ropo_jax.parallel import processes, sharding
 from ropo_jax.training import checkpoint as checkpoint_lib
 from ropo_jax.training import metrics as metrics_lib
@@ -134,13 +141,15 @@ def _stage_loader(stage: StageConfig, data: PreferenceData, micro_size: int, ind
     )
 
 
-def _init_fn(model_config: ModelConfig, optimizer, seed: int):
+def _init_fn(model_config: ModelConfig, optimizer, seed: int, base=None):
     """``init(params, opt_state=None)``: a fresh train state, with ``opt_state`` instead of a
-    new optimizer state when given (a stage continuing another's moments and schedule)."""
+    new optimizer state when given (a stage continuing another's moments and schedule). With
+    LoRA ``params`` are the adapters, fresh ones for ``base`` when None."""
     rng = jax.random.key(seed)
+    base_shapes = None if base is None else jax.eval_shape(lambda: base)
 
     def init(params, opt_state=None):
-        state = train.init_state(model_config, optimizer, rng, params=params)
+        state = train.init_state(model_config, optimizer, rng, params=params, base=base_shapes)
         return state if opt_state is None else dataclasses.replace(state, opt_state=opt_state)
 
     return init
@@ -164,6 +173,11 @@ class _StageRun:
     ref_params: Any = None
     example_weights: np.ndarray | None = None
     on_epoch: Callable[..., dict] | None = None
+    lora_base: Any = None  # with LoRA: the frozen base the adapters train over
+
+    def model_params(self, trained):
+        """The parameters the model runs with: the trained ones, or the base with them."""
+        return trained if self.lora_base is None else lora_lib.attach(self.lora_base, trained)
 
 
 def _start(
@@ -332,7 +346,7 @@ def _after_step(run: _StageRun, window: LogWindow, state, done: int, peak_flops,
         )
     if nan_stop:
         check_finite(stage.name, done, nonfinite, run.checkpointer.directory)
-    _epoch_hook(run, state.params, done)
+    _epoch_hook(run, run.model_params(state.params), done)
     progress.update(1)
     if saves:
         _save(run, done, state, window.sums)
@@ -393,12 +407,20 @@ def run_stage(
     ``init_params`` and ``init_opt_state`` over — the initial state is built in their buffers
     (they are deleted) instead of beside a copy, which would otherwise stay alive for the whole
     stage (one parameter copy; two more with an optimizer state); only for arrays the caller
-    never reads again. Returns the final parameters, or the final TrainState with
-    ``return_state``.
+    never reads again (with LoRA only the adapters are handed over, never the base). Returns
+    the final parameters, or the final TrainState with ``return_state`` (with LoRA both hold
+    the adapted parameters, base and adapters, as ``params``).
+
+    With LoRA the base of ``init_params`` is frozen and is the reference of the online mode
+    (``ref_params`` is then not read): the model with its adapters off.
     """
     plan = step_plan(stage, len(data) if indices is None else len(indices))
     optimizer = _stage_optimizer(stage, plan.total_steps)
-    init = _init_fn(model_config, optimizer, stage.seed)
+    lora_base = None
+    if model_config.lora is not None:
+        lora_base, init_params = lora_lib.detach(init_params)  # the adapters (None: fresh)
+        ref_params = lora_base
+    init = _init_fn(model_config, optimizer, stage.seed, base=lora_base)
     abstract_state = jax.eval_shape(init, init_params)
     state_sharding = None
     if mesh is not None:
@@ -419,7 +441,7 @@ def run_stage(
             checkpointer=checkpointer,
             iterator=_stage_loader(stage, data, plan.micro_size, indices),
             expect={
-                "model_config": checkpoint_lib.config_record(model_config),
+                "model_config": model_config.record(),
                 "stage": checkpoint_lib.config_record(stage),
             },
             pad_id=data.pad_id,
@@ -428,6 +450,7 @@ def run_stage(
             ref_params=ref_params,
             example_weights=example_weights,
             on_epoch=on_epoch,
+            lora_base=lora_base,
         )
         state, start_step, window_sums = _start(
             run, init, abstract_state, state_sharding, init_params, init_opt_state, donate_init
@@ -440,4 +463,5 @@ def run_stage(
             state = _run_steps(run, state, step_fn, start_step, window_sums)
     finally:
         checkpointer.close()
+    state = dataclasses.replace(state, params=run.model_params(state.params))
     return state if return_state else state.params

@@ -11,6 +11,11 @@ clipping, a NaN/Inf guard, and donation of the state.
 Metrics are returned as sums and counts (``metrics.finalize`` divides on the host), so means are
 exact across micro-batches and hosts.
 
+With LoRA (``ModelConfig.lora``, docs/lora.md) the state's parameters are the adapters only, so
+gradients, the optimizer state and checkpoints cover them alone; the step's ``ref_params``
+argument is then the frozen base, never differentiated nor donated: the model is the base with
+the adapters (``models.lora.attach``), the reference (online mode) the base alone.
+
 Shape key: K micro-batches, B pairs, R token rows, T length, C completion positions per row,
 S sequence slots (2B).
 """
@@ -29,6 +34,7 @@ from ropo_jax import losses, models
 from ropo_jax.inference.logps import sequence_logps
 from ropo_jax.losses import filtering
 from ropo_jax.models import ModelConfig
+from ropo_jax.models import lora as lora_lib
 from ropo_jax.parallel import sharding
 from ropo_jax.training import metrics as metrics_lib
 
@@ -63,11 +69,17 @@ class StepConfig:
         return dict(self.hyperparams)
 
 
-def init_state(model_config: ModelConfig, optimizer, rng, params=None) -> TrainState:
-    """A fresh state (random parameters unless ``params`` given). Pure: jit it with
+def init_state(model_config: ModelConfig, optimizer, rng, params=None, base=None) -> TrainState:
+    """A fresh state (random parameters unless ``params`` given; with LoRA, fresh adapters for
+    the ``base`` parameters, arrays or shapes). Pure: jit it with
     ``out_shardings=state_shardings(...)`` so nothing is materialised on a single device."""
     init_rng, state_rng = jax.random.split(rng)
-    if params is None:
+    if params is None and model_config.lora is not None:
+        if base is None:
+            raise ValueError("init_state: LoRA adapters are initialised for a base; pass base")
+        dtype = jnp.dtype(model_config.param_dtype)
+        params = lora_lib.init_adapters(model_config.lora, base["layers"], init_rng, dtype)
+    elif params is None:
         params = models.init_params(model_config, init_rng)
     # Raw key data (uint32), so the RNG checkpoints like any array.
     return TrainState(
@@ -75,10 +87,19 @@ def init_state(model_config: ModelConfig, optimizer, rng, params=None) -> TrainS
     )
 
 
+def trainable_logical_axes(model_config: ModelConfig) -> dict:
+    """The logical axes of the trained parameters: the model's, or with LoRA the adapters' (each
+    following the weight it adapts, ``models.lora.logical_axes``)."""
+    axes = models.param_logical_axes(model_config)
+    if model_config.lora is None:
+        return axes
+    return lora_lib.logical_axes(model_config.lora, axes)
+
+
 def state_shardings(model_config: ModelConfig, optimizer, mesh, abstract_state: TrainState):
     """NamedShardings for a TrainState: parameters and optimizer moments by logical axes."""
     param_shardings = sharding.tree_shardings(
-        mesh, models.param_logical_axes(model_config), abstract_state.params
+        mesh, trainable_logical_axes(model_config), abstract_state.params
     )
     opt_shardings = optax.tree_map_params(
         optimizer,
@@ -91,9 +112,26 @@ def state_shardings(model_config: ModelConfig, optimizer, mesh, abstract_state: 
     return TrainState(param_shardings, opt_shardings, replicated, replicated)
 
 
-def _pair_logps(config: StepConfig, model_config, params, ref_params, batch) -> losses.PairLogps:
+def _model_params(model_config: ModelConfig, trainable, ref_params):
+    """The parameters the forward pass runs: the trained ones, or with LoRA the frozen base
+    (``ref_params``) with the trained adapters."""
+    if model_config.lora is None:
+        return trainable
+    return lora_lib.attach(ref_params, trainable)
+
+
+def _pair_logps(
+    config: StepConfig, model_config, params, ref_params, batch, lora_rng=None
+) -> losses.PairLogps:
     layout = dict(one_sequence_per_row=config.one_sequence_per_row)
-    logps_S, _ = sequence_logps(model_config, params, batch, config.logps_chunk_size, **layout)
+    logps_S, _ = sequence_logps(
+        model_config,
+        _model_params(model_config, params, ref_params),
+        batch,
+        config.logps_chunk_size,
+        lora_rng=lora_rng,
+        **layout,
+    )
     chosen_B, rejected_B = jnp.split(logps_S, 2)
     if config.online_reference:
         ref_S, _ = sequence_logps(
@@ -114,11 +152,13 @@ def _pair_logps(config: StepConfig, model_config, params, ref_params, batch) -> 
     )
 
 
-def _preference_micro_step(config: StepConfig, model_config, params, ref_params, batch):
+def _preference_micro_step(
+    config: StepConfig, model_config, params, ref_params, batch, lora_rng=None
+):
     """Σ w·loss over one micro-batch, its gradient, and metric sums."""
 
     def weighted_loss_sum(p):
-        logps = _pair_logps(config, model_config, p, ref_params, batch)
+        logps = _pair_logps(config, model_config, p, ref_params, batch, lora_rng)
         loss_B, aux = losses.preference_loss(config.loss, logps, **config.loss_hyperparams)
         weight_B = batch["weight"].astype(jnp.float32)
         if config.in_batch_filter_ratio > 0:
@@ -138,17 +178,17 @@ def _preference_micro_step(config: StepConfig, model_config, params, ref_params,
     return grads, sums
 
 
-def _sft_micro_step(config: StepConfig, model_config, params, ref_params, batch):
+def _sft_micro_step(config: StepConfig, model_config, params, ref_params, batch, lora_rng=None):
     """Σ of response-token NLL over one micro-batch (SFT on the chosen/only response)."""
-    del ref_params
 
     def nll_sum(p):
         logps_S, counts_S = sequence_logps(
             model_config,
-            p,
+            _model_params(model_config, p, ref_params),  # ref_params: only LoRA's base
             batch,
             config.logps_chunk_size,
             one_sequence_per_row=config.one_sequence_per_row,
+            lora_rng=lora_rng,
         )
         return -jnp.sum(logps_S), jnp.sum(counts_S)
 
@@ -164,17 +204,20 @@ def _sft_micro_step(config: StepConfig, model_config, params, ref_params, batch)
 
 def _accumulate(micro_step, params, batch_K):
     """Scans micro-batches, summing gradients and metric sums (exact for any k). With one
-    micro-batch there is no scan, so no gradient-sized accumulator is allocated."""
-    if jax.tree.leaves(batch_K)[0].shape[0] == 1:
-        return micro_step(params, jax.tree.map(lambda x: x[0], batch_K))
+    micro-batch there is no scan, so no gradient-sized accumulator is allocated.
+    ``micro_step(params, micro_batch, k)`` gets the micro-batch's index k."""
+    num_micro = jax.tree.leaves(batch_K)[0].shape[0]
+    if num_micro == 1:
+        return micro_step(params, jax.tree.map(lambda x: x[0], batch_K), jnp.int32(0))
 
-    def body(carry, micro_batch):
-        grads, sums = micro_step(params, micro_batch)
+    def body(carry, inputs):
+        micro_batch, k = inputs
+        grads, sums = micro_step(params, micro_batch, k)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
     first = jax.tree.map(lambda x: x[0], batch_K)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_step, params, first))
-    (grads, sums), _ = jax.lax.scan(body, zeros, batch_K)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_step, params, first, jnp.int32(0)))
+    (grads, sums), _ = jax.lax.scan(body, zeros, (batch_K, jnp.arange(num_micro)))
     return grads, sums
 
 
@@ -208,9 +251,22 @@ def _apply(config: StepConfig, optimizer, state: TrainState, grads, sums):
     return new_state, metrics
 
 
+def _lora_rng(model_config: ModelConfig, state: TrainState, k):
+    """The LoRA input-dropout key of micro-batch k of this step (None without dropout): from the
+    state's RNG and step, so a resumed run draws what an uninterrupted one does."""
+    if model_config.lora is None or model_config.lora.dropout == 0:
+        return None
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    return jax.random.fold_in(step_key, k)
+
+
 def _step(micro_step_fn, config: StepConfig, model_config, optimizer, state, batch_K, ref_params):
     micro = functools.partial(micro_step_fn, config, model_config, ref_params=ref_params)
-    grads, sums = _accumulate(lambda p, b: micro(p, batch=b), state.params, batch_K)
+
+    def micro_k(p, batch, k):
+        return micro(p, batch=batch, lora_rng=_lora_rng(model_config, state, k))
+
+    grads, sums = _accumulate(micro_k, state.params, batch_K)
     return _apply(config, optimizer, state, grads, sums)
 
 
@@ -228,6 +284,8 @@ def make_train_step(
 
     ``kind`` is "preference" or "sft"; ``batch_K`` holds a leading micro-batch axis (K = 1 for
     no accumulation). The state is donated. Shardings are optional (one device without them).
+    ``ref_params``: the online reference's parameters (else None); with LoRA always the frozen
+    base (the module docstring).
     """
     if kind not in ("preference", "sft"):
         raise ValueError(f"train step kind {kind!r} is not 'preference' or 'sft'")

@@ -3,7 +3,8 @@ for ``--platform`` (TPU or CUDA GPU) with JAX's cross-platform lowering, on abst
 (``jax.ShapeDtypeStruct``: nothing is allocated, no accelerator is needed).
 
     python scripts/bench/lowering.py --platform=tpu --preset=tiny --pairs=8 --prompt_len=128 \\
-        --response_len=128 [--remat=full] [--attention_impl=auto] [--dtype=bfloat16]
+        --response_len=128 [--remat=full] [--attention_impl=auto] [--dtype=bfloat16] \\
+        [--lora_rank=16]
 
 The step is ``ropo_jax.training.step.make_train_step("preference", ...)`` as
 scripts/bench/train_step.py builds it (AdamW with clipping, the NaN guard, cached reference
@@ -11,6 +12,8 @@ log-probs unless ``--online_ref``), on a padded batch of ``--pairs`` pairs of ``
 ``--response_len`` tokens in the layout of ``ropo_jax.data.batching`` (completion positions of
 width ``--response_len``), one device, no mesh. Before lowering, the model's attention
 implementation is set to ``ropo_jax.models.attention.resolve(--attention_impl, --platform)``.
+With ``--lora_rank`` > 0 the step trains LoRA adapters on every projection over a frozen base in
+the compute dtype (docs/lora.md): the state is the adapters, the base the step's third argument.
 
 Prints one JSON line:
 
@@ -71,6 +74,9 @@ _LOSS = flags.DEFINE_enum("loss", "dpo", sorted(losses.LOSSES), "Preference loss
 _MICRO = flags.DEFINE_integer("micro_batches", 1, "Gradient accumulation micro-batches.")
 _ONLINE_REF = flags.DEFINE_bool("online_ref", False, "Reference forward inside the step.")
 _CHUNK = flags.DEFINE_integer("logps_chunk_size", 256, "StepConfig.logps_chunk_size.")
+_LORA_RANK = flags.DEFINE_integer(
+    "lora_rank", 0, "LoRA rank (0: full-weight training); adapters on every projection."
+)
 _CUDNN_VERSION = flags.DEFINE_integer(
     "cudnn_version", 91000, "cuDNN version assumed when lowering for CUDA on a host without it."
 )
@@ -163,6 +169,8 @@ def lower(platform: str) -> dict:
     if pairs % micro_batches:
         raise app.UsageError(f"--pairs={pairs} is not divisible by --micro_batches={micro_batches}")
     config = models.ModelConfig.preset(_PRESET.value, dtype=_DTYPE.value, remat_policy=_REMAT.value)
+    if _LORA_RANK.value > 0:
+        config = config.replace(lora=models.LoraConfig(rank=_LORA_RANK.value))
     impl = resolve_attention(_ATTENTION.value, platform, config)
     if impl is not None:
         config = config.replace(attention_impl=impl)
@@ -171,8 +179,16 @@ def lower(platform: str) -> dict:
     optimizer = optim.make_optimizer(
         learning_rate=1e-6, total_steps=10, schedule="constant", max_grad_norm=1.0
     )
-    state = jax.eval_shape(lambda: train.init_state(config, optimizer, jax.random.key(0)))
+    base = None
+    if config.lora is not None:  # the frozen base, held in the compute dtype
+        weights = config.replace(param_dtype=config.dtype, lora=None)
+        base = jax.eval_shape(lambda: models.init_params(weights, jax.random.key(0)))
+    state = jax.eval_shape(
+        lambda: train.init_state(config, optimizer, jax.random.key(0), base=base)
+    )
     ref_params = state.params if _ONLINE_REF.value else None
+    if base is not None:
+        ref_params = base  # with LoRA the step's reference argument is the base (and reference)
     step_config = train.StepConfig(
         loss=_LOSS.value,
         hyperparams=tuple(sorted(common.LOSS_HYPERPARAMS.get(_LOSS.value, {}).items())),
@@ -223,6 +239,8 @@ def lower(platform: str) -> dict:
         "remat_policy": config.remat_policy,
         "loss": _LOSS.value,
         "online_ref": _ONLINE_REF.value,
+        "lora_rank": _LORA_RANK.value,
+        "trained_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params)),
         "attention_impl_requested": _ATTENTION.value,
         "attention_impl": impl,
         "custom_calls": targets,

@@ -16,7 +16,9 @@ The step is ``ropo_jax.training.step.make_train_step("preference", ...)`` exactl
 with global-norm clipping, the NaN guard, the state donated. Reference log-probs come cached in the
 batch (the default: the step holds no reference parameters) or, with ``--online_ref``, from a frozen
 copy of the parameters run inside the step. ``--micro_batches=K`` splits the pairs into K
-accumulated micro-batches (``_accumulate``'s scan).
+accumulated micro-batches (``_accumulate``'s scan). ``--lora_rank=R`` trains rank-R LoRA adapters
+on every projection over the frozen random weights instead (docs/lora.md; the state holds the
+adapters, the base is the step's reference argument).
 
 Timed: ``--warmup`` steps after compilation, then ``--steps`` steps, each dispatched and waited on
 with ``block_until_ready`` (the state and the metric sums). The batch is put on the device once
@@ -52,6 +54,9 @@ _ATTENTION = flags.DEFINE_enum(
     "cuDNN flash on NVIDIA GPUs in bf16, splash on TPU; see ropo_jax.models.attention).",
 )
 _CHUNK = flags.DEFINE_integer("logps_chunk_size", 256, "StepConfig.logps_chunk_size.")
+_LORA_RANK = flags.DEFINE_integer(
+    "lora_rank", 0, "LoRA rank (0: full-weight training); adapters on every projection."
+)
 _COMPLETION_HEAD = flags.DEFINE_bool(
     "completion_head",
     True,
@@ -122,6 +127,8 @@ def main(argv):
         remat_policy=_STEP.remat.value,
         attention_impl=_ATTENTION.value,
     )
+    if _LORA_RANK.value > 0:
+        config = config.replace(lora=models.LoraConfig(rank=_LORA_RANK.value))
     total_steps = _STEP.warmup.value + _STEP.steps.value
     optimizer = optim.make_optimizer(
         learning_rate=_STEP.learning_rate.value,
@@ -134,9 +141,15 @@ def main(argv):
     ref_params = (
         jax.tree.map(lambda x: jnp.array(x, copy=True), params) if _STEP.online_ref.value else None
     )
-    state = jax.jit(lambda p: train.init_state(config, optimizer, jax.random.key(0), params=p))(
-        params
-    )
+    if config.lora is not None:  # the random weights are the frozen base (and reference)
+        ref_params = params
+        state = jax.jit(lambda b: train.init_state(config, optimizer, jax.random.key(0), base=b))(
+            params
+        )
+    else:
+        state = jax.jit(lambda p: train.init_state(config, optimizer, jax.random.key(0), params=p))(
+            params
+        )
     del params
     step_config = train.StepConfig(
         loss=_STEP.loss.value,
@@ -207,6 +220,8 @@ def main(argv):
             "setup_time_s": setup_s,
             "last_step_loss": finalized["loss"],
             "last_step_tokens": finalized["tokens"],
+            "lora_rank": _LORA_RANK.value,
+            "trained_params": sum(int(x.size) for x in jax.tree.leaves(state.params)),
             "jax_version": jax.__version__,
         }
     )

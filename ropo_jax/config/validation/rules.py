@@ -24,7 +24,7 @@ from ropo_jax.errors import ConfigValueError
 from ropo_jax.evaluation.generations import PROMPT_FORMATS, PROMPT_STYLES
 from ropo_jax.losses import registry
 from ropo_jax.models.attention import IMPLS as ATTENTION_IMPLS
-from ropo_jax.models.config import REMAT_CHOICES
+from ropo_jax.models.config import LORA_TARGETS, REMAT_CHOICES
 from ropo_jax.ropo.options import (
     ESTIMATED_RATIOS,
     FILTER_MODES,
@@ -185,6 +185,21 @@ MODEL_RULES = {
     "remat_policy": one_of(REMAT_CHOICES),
     "attention_impl": one_of(ATTENTION_IMPLS),
 }
+LORA_RULES = {
+    "rank": integer(0),  # 0: no LoRA
+    "alpha": real(0, open_low=True),
+    "dropout": real(0, 1, open_high=True),
+    "targets": Rule(
+        lambda v: (
+            isinstance(v, tuple | list)
+            and len(v) > 0
+            and all(t in LORA_TARGETS for t in v)
+            and len(set(v)) == len(v)
+        ),
+        "distinct projection names among " + ", ".join(LORA_TARGETS) + ', e.g. \'("q", "v")\'',
+        LORA_TARGETS,
+    ),
+}
 ROPO_RULES = {
     "num_rounds": POSITIVE,
     "epochs_per_round": real(0, open_low=True),
@@ -257,6 +272,7 @@ BLOCK_RULES = {
     "data.raw": RAW_RULES,
     "noise": NOISE_RULES,
     "model": MODEL_RULES,
+    "model.lora": LORA_RULES,
     "ropo": ROPO_RULES,
     "ropo.rs": RS_RULES,
     "eval": EVAL_RULES,
