@@ -12,7 +12,9 @@ python scripts/fetch_smollm2.py
 echo "[test] pytest"
 if [ "$#" -eq 0 ]; then
   # Two workers, a test module each at a time (module fixtures are built once); the longest
-  # modules start first (tests/conftest.py). ROPO_JAX_TEST_WORKERS=0 runs in one process.
-  set -- -m "not slow and not gpu" -n "${ROPO_JAX_TEST_WORKERS:-2}" --dist loadfile
+  # modules start first (tests/conftest.py; xdist would otherwise start the modules with the
+  # most tests first). ROPO_JAX_TEST_WORKERS=0 runs in one process.
+  set -- -m "not slow and not gpu" -n "${ROPO_JAX_TEST_WORKERS:-2}" --dist loadfile \
+    --no-loadscope-reorder
 fi
 python -m pytest "$@"

@@ -21,12 +21,14 @@ def _has_accelerator() -> bool:
 
 
 # The longest modules of the default run (docs/testing.md), longest first. Under
-# `pytest -n 2 --dist loadfile` (./scripts/test.sh) modules go to the workers in collection
-# order, so starting these first keeps one of them from being the run's tail on one worker.
+# `pytest -n 2 --dist loadfile --no-loadscope-reorder` (./scripts/test.sh) modules go to the
+# workers in collection order, so starting these first keeps one of them from being the run's
+# tail on one worker.
 LONGEST_FIRST = (
     "real_model_pipeline_test.py",
     "multiprocess_test.py",
     "main_test.py",
+    "lora_cli_test.py",
     "hf_pipeline_test.py",
     "experiments_test.py",
     "completion_head_test.py",
