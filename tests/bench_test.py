@@ -213,7 +213,7 @@ def test_breakdown_times_every_part(outputs):
 def test_accelerator_suite_names_real_scripts_and_flags_within_its_budget():
     """scripts/bench/accelerator_suite.sh, printed with DRY_RUN=1 (it needs a GPU to run):
     every command names a script of scripts/bench/ and only flags that script (or the shared
-    step flags of common.py) defines, and the parts' time limits add up to ≤ 8 minutes on
+    step flags of common.py) defines, and the parts' time limits add up to ≤ 9 minutes on
     either branch (with or without TRL)."""
     import re
 
@@ -241,8 +241,8 @@ def test_accelerator_suite_names_real_scripts_and_flags_within_its_budget():
     limits = {name: int(limit) for name, limit, _, _ in parts}
     with open(os.path.join(BENCH, "accelerator_suite.sh")) as f:
         fallback = int(re.search(r"run train_step_cudnn (\d+)", f.read()).group(1))
-    assert sum(limits.values()) <= 480
-    assert sum(limits.values()) - limits["vs_trl"] + fallback <= 480
+    assert sum(limits.values()) <= 540
+    assert sum(limits.values()) - limits["vs_trl"] + fallback <= 540
 
 
 def test_real_model_gpu_sweep_runs_the_whole_sweep_within_its_budget(tmp_path):

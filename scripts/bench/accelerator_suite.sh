@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU number docs/PERFORMANCE.md still lacks, in one call on one NVIDIA GPU (≈ 8 minutes):
+# Every GPU number docs/PERFORMANCE.md still lacks, in one call on one NVIDIA GPU (≈ 9 minutes):
 #
 #   scripts/bench/accelerator_suite.sh [OUT_DIR]      # default: $OUT, else bench_out/
 #   DRY_RUN=1 scripts/bench/accelerator_suite.sh      # print the commands, run nothing
@@ -9,13 +9,13 @@
 # 2. that step against TRL's DPOTrainer on the same GPU (tokens/s, ratio, MFU), cuDNN flash
 #    attention on the ropo_jax side (TRL must be importable; without it, ropo_jax alone);
 # 3. the same step with XLA attention (what cuDNN buys) and with the reference forward inside
-#    the step (cached vs online reference);
+#    the step (cached vs online reference), and with rank-16 LoRA adapters (docs/lora.md);
 # 4. scoring and KV-cache sampling against transformers on the GPU;
 # 5. the largest preset that trains unsharded on this GPU (llama2_7b, tried; OOM is a result).
 #
 # Each part writes OUT_DIR/NAME.jsonl (the script's JSON lines) and OUT_DIR/NAME.log, and its
 # exit status to OUT_DIR/status.txt; a part that fails or runs out of its time limit does not
-# stop the others. Limits are per part (seconds) and add up to 8 minutes at most
+# stop the others. Limits are per part (seconds) and add up to 9 minutes at most
 # (tests/bench_test.py checks the commands' scripts, flags and this budget).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,6 +59,10 @@ run train_step_xla 60 "$PY" scripts/bench/train_step.py "${STEP[@]}" --steps=10 
   --attention_impl=xla
 run train_step_online_ref 60 "$PY" scripts/bench/train_step.py "${STEP[@]}" --steps=10 \
   --warmup=2 --attention_impl=cudnn --online_ref
+# LoRA (docs/lora.md): the same step with rank-16 adapters on every projection over a frozen
+# base, beside the full-weight steps above (its memory plans are scripts/memory_plan.py's).
+run train_step_lora 45 "$PY" scripts/bench/train_step.py "${STEP[@]}" --steps=10 --warmup=2 \
+  --attention_impl=cudnn --lora_rank=16
 run scoring 45 "$PY" scripts/bench/scoring.py --preset=tinyllama_1b --examples=128 \
   --batch_size=16 --prompt_len=512 --response_len=512 --dtype=bfloat16
 run sampling 30 "$PY" scripts/bench/sampling.py --preset=tinyllama_1b --dtype=bfloat16
