@@ -182,3 +182,27 @@ def test_dynamics_fit_rates_are_in_training_orientation(noisy):
     start = untrained(params)
     for key in ("flipped_fit_rate", "clean_fit_rate", "heldout_accuracy", "noisy_heldout_accuracy"):
         assert start[key] == 0.5, key
+
+
+def test_example_scores_give_length_normalised_losses_the_training_orientation_lengths():
+    """SimPO's per-example loss (what ROPO's w-step and the final scores rank by) needs the
+    response lengths, swapped with the log-probs where a label is flipped."""
+    from ropo_jax import losses
+
+    rng = np.random.default_rng(0)
+    pc, pr, rc, rr = (rng.normal(size=6).astype(np.float32) for _ in range(4))
+    lengths_N2 = rng.integers(1, 20, size=(6, 2))
+    flipped = np.array([0, 1, 0, 1, 1, 0], bool)
+    hyper = {"beta": 2.0, "gamma": 0.5}
+    got = scoring.example_scores(
+        pc, pr, rc, rr, flipped, loss="simpo", hyperparams=hyper, response_lengths_N2=lengths_N2
+    )
+
+    def oriented(a, b):
+        return np.where(flipped, b, a), np.where(flipped, a, b)
+
+    logps = [*oriented(pc, pr), *oriented(rc, rr), *oriented(*lengths_N2.T.astype(np.float32))]
+    want, _ = losses.preference_loss("simpo", losses.PairLogps(*map(jnp.asarray, logps)), **hyper)
+    np.testing.assert_allclose(got["loss"], np.asarray(want), rtol=1e-6)
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        scoring.example_scores(pc, pr, rc, rr, flipped, loss="simpo", hyperparams=hyper)

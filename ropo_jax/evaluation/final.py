@@ -127,6 +127,7 @@ def final_scores(
         train_data.is_flipped,
         loss=options.scoring_loss,
         hyperparams=options.scoring_hyperparams,
+        response_lengths_N2=train_data.lengths[:, 1:3],
     )
 
 

@@ -190,17 +190,27 @@ def example_scores(
     *,
     loss: str,
     hyperparams: dict,
+    response_lengths_N2=None,
 ) -> dict[str, np.ndarray]:
     """Per-example margin h and loss in training orientation (noisy labels): ROPO's w-step
-    ranks by this loss; evaluation uses the margins."""
+    ranks by this loss; evaluation uses the margins. ``response_lengths_N2``: the (chosen,
+    rejected) response token counts in stored orientation (``PreferenceData.lengths[:, 1:3]``),
+    which the length-normalised losses (SimPO, DPO+NLL) need."""
     flip = np.asarray(is_flipped_N, bool)
     pc = np.where(flip, policy_rejected_N, policy_chosen_N)
     pr = np.where(flip, policy_chosen_N, policy_rejected_N)
     rc = np.where(flip, ref_rejected_N, ref_chosen_N)
     rr = np.where(flip, ref_chosen_N, ref_rejected_N)
+    lengths = ()
+    if response_lengths_N2 is not None:
+        chosen_len_N, rejected_len_N = np.asarray(response_lengths_N2).T
+        lengths = (
+            np.where(flip, rejected_len_N, chosen_len_N),
+            np.where(flip, chosen_len_N, rejected_len_N),
+        )
     loss_N, aux = losses.preference_loss(
         loss,
-        losses.PairLogps(*(jnp.asarray(a, jnp.float32) for a in (pc, pr, rc, rr))),
+        losses.PairLogps(*(jnp.asarray(a, jnp.float32) for a in (pc, pr, rc, rr, *lengths))),
         **hyperparams,
     )
     return {"margin": np.asarray(aux["margin"]), "loss": np.asarray(loss_N)}

@@ -112,6 +112,7 @@ class RoundsRun:
             self.train_data.is_flipped,
             loss=self.loss,
             hyperparams=self.hyperparams,
+            response_lengths_N2=self.train_data.lengths[:, 1:3],
         )
 
 
