@@ -9,17 +9,15 @@ dropout on, so its RNG resumes too). Every method through the command line is ``
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from hf_checkpoints import build_checkpoint
-from script_runner import ROOT, run_module
+from script_runner import ROOT, kill_once_written, run_module
 
 pytestmark = pytest.mark.e2e  # every test runs project commands in subprocesses
 ENV = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -167,21 +165,8 @@ def test_lora_run_exports_a_merged_model_and_a_peft_adapter(uninterrupted, check
 
 def test_killed_and_rerun_equals_uninterrupted(uninterrupted, checkpoint, tmp_path):
     workdir = str(tmp_path / "killed")
-    process = subprocess.Popen(
-        _command(workdir, checkpoint),
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     target = os.path.join(workdir, "checkpoints", "round_1", "2")
-    deadline = time.time() + 300
-    while not os.path.isdir(target) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    killed_mid_run = process.poll() is None
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert killed_mid_run, "the run finished before it could be killed"
+    kill_once_written(_command(workdir, checkpoint), target, cwd=ROOT, env=ENV)
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     _run(workdir, checkpoint)
     step_a, state_a = _state(uninterrupted)

@@ -4,16 +4,14 @@ refusal of a checkpoint written by another model."""
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from script_runner import main_command
+from script_runner import kill_once_written, main_command
 
 from ropo_jax.synthetic import task as synthetic_task
 
@@ -137,21 +135,8 @@ def test_killed_and_rerun_equals_uninterrupted(uninterrupted, tmp_path):
         "--config.ropo.num_rounds=1",
         "--config.train.checkpoint_every=2",
     )
-    process = subprocess.Popen(
-        _command(workdir, *overrides),
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     target = os.path.join(workdir, "checkpoints", "round_1", "4")
-    deadline = time.time() + 300
-    while not os.path.isdir(target) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    killed_mid_run = process.poll() is None
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert killed_mid_run, "the run finished before it could be killed"
+    kill_once_written(_command(workdir, *overrides), target, cwd=ROOT, env=ENV)
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     _run(workdir, *overrides)
     step_a, params_a = _final_params(uninterrupted)

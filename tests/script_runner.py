@@ -42,3 +42,22 @@ def main_command(workdir, *overrides: str, config: str = "experiments/smoke.py")
         f"--workdir={workdir}",
         *overrides,
     ]
+
+
+def kill_once_written(command: list[str], target: str, *, cwd: str, env: dict) -> None:
+    """Starts ``command`` and SIGKILLs it as soon as the path ``target`` exists (a checkpoint
+    step directory): the hard stop a pre-empted job gets. Fails if the run ended on its own
+    before it could be killed."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not os.path.isdir(target) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed_mid_run = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert killed_mid_run, "the run finished before it could be killed"
