@@ -19,6 +19,7 @@ import numpy as np
 import optax
 import pytest
 from hf_checkpoints import build_checkpoint
+from train_step_test import _pairs
 
 from ropo_jax import losses, models
 from ropo_jax.config import defaults
@@ -44,17 +45,6 @@ SEQ_LEN = 16
 forward = jax.jit(models.forward, static_argnums=0)
 prefill = jax.jit(models.prefill, static_argnums=0)
 decode_step = jax.jit(models.decode_step, static_argnums=0)
-
-
-def _pairs(n, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        prompt = [1, *rng.integers(3, 64, rng.integers(2, 5)).tolist()]
-        chosen = [*rng.integers(3, 64, rng.integers(2, 6)).tolist(), 2]
-        rejected = [*rng.integers(3, 64, rng.integers(2, 6)).tolist(), 2]
-        out.append((i, prompt, chosen, rejected, False))
-    return out
 
 
 def _batch_K(n=4, seed=0):
